@@ -1,0 +1,364 @@
+//! Records shared by the netobs kernel programs and the agent.
+//!
+//! Every type here crosses the kernel/user boundary through a map or the ring
+//! buffer, so each is `#[repr(C)]`, has explicit padding fields (the kernel
+//! hashes keys byte by byte: stray padding would split one flow into many) and
+//! a size assertion that fails the build on either side if a field moves.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Data-path (VXLAN) UDP ports a single load can watch.
+pub const MAX_DATA_PATH_PORTS: usize = 4;
+/// Docker's default data-path port.
+pub const DEFAULT_DATA_PATH_PORT: u16 = 4789;
+/// NAT-T: ESP-in-UDP and IKE share this port (RFC 3948).
+pub const ESP_IN_UDP_PORT: u16 = 4500;
+
+/// User patterns searched in unencrypted overlay payloads.
+pub const MAX_PATTERNS: usize = 8;
+pub const MAX_PATTERN_LEN: usize = 32;
+/// Patterns and HTTP are looked for in this many bytes at the start of an
+/// inner TCP/UDP payload; a bound keeps the per-packet cost fixed.
+pub const PAYLOAD_SCAN_LEN: usize = 128;
+/// Most Aho-Corasick states a pattern set can need (one per pattern byte,
+/// plus the root).
+pub const MAX_MATCHER_STATES: usize = MAX_PATTERNS * MAX_PATTERN_LEN + 1;
+
+/// Bytes of an HTTP request line carried in an event, cut before any query.
+pub const SNIPPET_LEN: usize = 64;
+
+/// Interfaces one agent can watch at once (counter slots); slot 0 collects
+/// packets from interfaces that were never registered.
+pub const MAX_IFACES: usize = 64;
+/// Interface indexes the slot table covers directly.
+pub const MAX_IFINDEX: u32 = 65_536;
+
+/// Traffic class: every packet falls in exactly one.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Not overlay traffic (or not IP at all).
+    Other = 0,
+    /// Unencrypted VXLAN on a data-path port.
+    Vxlan = 1,
+    /// IPsec ESP: IP protocol 50 or ESP-in-UDP on 4500.
+    Esp = 2,
+    /// Claims to be IP/UDP/VXLAN/ESP but headers are truncated or inconsistent.
+    Malformed = 3,
+}
+
+pub const CLASS_COUNT: usize = 4;
+
+impl Class {
+    pub const ALL: [Class; CLASS_COUNT] = [Class::Other, Class::Vxlan, Class::Esp, Class::Malformed];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Class::Other => "other",
+            Class::Vxlan => "vxlan",
+            Class::Esp => "esp",
+            Class::Malformed => "malformed",
+        }
+    }
+
+    pub const fn from_u8(v: u8) -> Option<Class> {
+        match v {
+            0 => Some(Class::Other),
+            1 => Some(Class::Vxlan),
+            2 => Some(Class::Esp),
+            3 => Some(Class::Malformed),
+            _ => None,
+        }
+    }
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress = 0,
+    Egress = 1,
+}
+
+pub const DIRECTION_COUNT: usize = 2;
+
+impl Direction {
+    pub const ALL: [Direction; DIRECTION_COUNT] = [Direction::Ingress, Direction::Egress];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+
+    pub const fn from_u8(v: u8) -> Option<Direction> {
+        match v {
+            0 => Some(Direction::Ingress),
+            1 => Some(Direction::Egress),
+            _ => None,
+        }
+    }
+}
+
+/// Index into the per-CPU `COUNTERS` array.
+#[inline(always)]
+pub const fn counter_index(slot: u32, direction: Direction, class: Class) -> u32 {
+    (slot * DIRECTION_COUNT as u32 + direction as u32) * CLASS_COUNT as u32 + class as u32
+}
+
+pub const COUNTER_SLOTS: usize = MAX_IFACES * DIRECTION_COUNT * CLASS_COUNT;
+
+/// Per-CPU packet and byte counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Health counters of the datapath itself, per CPU, indexed by this enum.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Flows inserted into the flow table.
+    FlowsCreated = 0,
+    /// Inserts the kernel refused (memory pressure).
+    FlowInsertFailed = 1,
+    /// Events written to the ring buffer.
+    EventsSent = 2,
+    /// Events not written because the rate limit was reached.
+    EventsRateLimited = 3,
+    /// Events not written because the ring buffer was full.
+    EventsRingFull = 4,
+}
+
+pub const STAT_COUNT: usize = 5;
+
+/// HTTP request methods the datapath recognises; the discriminant indexes
+/// `FlowStats::http_requests`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get = 1,
+    Head = 2,
+    Post = 3,
+    Put = 4,
+    Delete = 5,
+    Connect = 6,
+    Options = 7,
+    Trace = 8,
+    Patch = 9,
+}
+
+pub const HTTP_METHOD_SLOTS: usize = 10;
+
+impl HttpMethod {
+    pub const ALL: [HttpMethod; 9] = [
+        HttpMethod::Get,
+        HttpMethod::Head,
+        HttpMethod::Post,
+        HttpMethod::Put,
+        HttpMethod::Delete,
+        HttpMethod::Connect,
+        HttpMethod::Options,
+        HttpMethod::Trace,
+        HttpMethod::Patch,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Connect => "CONNECT",
+            HttpMethod::Options => "OPTIONS",
+            HttpMethod::Trace => "TRACE",
+            HttpMethod::Patch => "PATCH",
+        }
+    }
+
+    pub const fn from_u8(v: u8) -> Option<HttpMethod> {
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u8 == v {
+                return Some(Self::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+/// Response status classes: index 0 counts responses whose status is not three
+/// digits 100-599, 1..=5 count 1xx..5xx.
+pub const HTTP_STATUS_CLASSES: usize = 6;
+
+/// Load-time configuration, written into a read-only global before the
+/// programs are loaded, so the verifier folds every branch that depends on it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// VXLAN UDP destination ports, host byte order; 0 = unused slot.
+    pub data_path_ports: [u16; MAX_DATA_PATH_PORTS],
+    /// Number of user patterns (0 disables the payload scan).
+    pub pattern_count: u8,
+    /// `CONFIG_FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    /// Ring-buffer events allowed per CPU per second (token bucket refill).
+    pub events_per_sec: u32,
+    /// Token bucket depth, in events.
+    pub events_burst: u32,
+}
+
+/// Emit an event for the first packet of each new plaintext overlay flow.
+pub const CONFIG_FLAG_NEW_FLOW_EVENTS: u8 = 1 << 0;
+/// Emit an event for each HTTP request seen in plaintext overlay traffic.
+pub const CONFIG_FLAG_HTTP_EVENTS: u8 = 1 << 1;
+/// Replay mode: packets come from BPF_PROG_TEST_RUN with the capture's
+/// original length in `cb[REPLAY_CB_LEN]` and its timestamp (ns) in
+/// `cb[REPLAY_CB_TS_LO]`/`cb[REPLAY_CB_TS_HI]`.
+pub const CONFIG_FLAG_REPLAY: u8 = 1 << 2;
+
+pub const REPLAY_CB_LEN: usize = 0;
+pub const REPLAY_CB_TS_LO: usize = 1;
+pub const REPLAY_CB_TS_HI: usize = 2;
+
+impl Config {
+    pub const fn new() -> Config {
+        Config {
+            data_path_ports: [DEFAULT_DATA_PATH_PORT, 0, 0, 0],
+            pattern_count: 0,
+            flags: CONFIG_FLAG_NEW_FLOW_EVENTS | CONFIG_FLAG_HTTP_EVENTS,
+            _pad: [0; 2],
+            events_per_sec: 1000,
+            events_burst: 200,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One transition of the pattern matcher (an Aho-Corasick automaton compiled
+/// to a full table by the agent): next state in the low 16 bits, bit mask of
+/// the patterns that end in that state in the high 16 bits. Indexed by
+/// `state * 256 + byte`.
+pub type MatcherEntry = u32;
+pub const MATCHER_ENTRIES: usize = MAX_MATCHER_STATES * 256;
+
+/// Address family values used in keys.
+pub const FAMILY_NONE: u8 = 0;
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// ESP carried directly in IP (protocol 50) or in UDP on port 4500.
+pub const ENCAP_NONE: u8 = 0;
+pub const ENCAP_UDP: u8 = 1;
+
+/// Flow table key. Addresses are 16 bytes; IPv4 uses the first 4 bytes and
+/// zeroes the rest (the family fields say which).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub ifindex: u32,
+    pub direction: u8,
+    pub class: u8,
+    pub outer_family: u8,
+    pub inner_family: u8,
+    pub outer_src: [u8; 16],
+    pub outer_dst: [u8; 16],
+    /// VXLAN: the VNI. ESP: the SPI.
+    pub vni_or_spi: u32,
+    pub inner_proto: u8,
+    /// ESP: `ENCAP_NONE` or `ENCAP_UDP`.
+    pub encap: u8,
+    pub _pad: [u8; 2],
+    pub inner_src: [u8; 16],
+    pub inner_dst: [u8; 16],
+    /// Host byte order.
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+}
+
+/// Flow table value. Updated with atomic adds from every CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Packets on the wire (a GSO super-packet counts as its segments).
+    pub packets: u64,
+    pub bytes: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds (capture time in replay).
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// Indexed by `HttpMethod`.
+    pub http_requests: [u32; HTTP_METHOD_SLOTS],
+    /// Indexed by status class, see `HTTP_STATUS_CLASSES`.
+    pub http_responses: [u32; HTTP_STATUS_CLASSES],
+    /// Packets in which pattern i matched.
+    pub pattern_hits: [u32; MAX_PATTERNS],
+    /// ESP: highest sequence number seen.
+    pub esp_seq: u32,
+    /// OR of the inner TCP flags seen.
+    pub tcp_flags: u8,
+    pub _pad: [u8; 3],
+}
+
+pub const EVENT_NEW_FLOW: u8 = 1;
+pub const EVENT_HTTP_REQUEST: u8 = 2;
+
+/// Ring-buffer record: rare events only (new plaintext flow, HTTP request).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub timestamp_ns: u64,
+    pub key: FlowKey,
+    pub kind: u8,
+    /// `HttpMethod` for HTTP events, else 0.
+    pub http_method: u8,
+    /// Valid bytes in `snippet`.
+    pub snippet_len: u8,
+    /// 1 if the request line went on past the snippet (or into a query that
+    /// was cut off).
+    pub snippet_truncated: u8,
+    pub _pad: [u8; 4],
+    /// Start of the request line, cut at the first `?`, space after the
+    /// target, CR or LF: never a query string.
+    pub snippet: [u8; SNIPPET_LEN],
+}
+
+/// Per-CPU token bucket for event rate limiting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateLimit {
+    pub last_refill_ns: u64,
+    pub tokens: u64,
+}
+
+// The layouts are a contract with the kernel: pin them.
+const _: () = assert!(size_of::<Counter>() == 16);
+const _: () = assert!(size_of::<Config>() == 20);
+const _: () = assert!(size_of::<FlowKey>() == 84);
+const _: () = assert!(size_of::<FlowStats>() == 136);
+const _: () = assert!(size_of::<Event>() == 8 + 84 + 8 + SNIPPET_LEN + 4);
+const _: () = assert!(MAX_MATCHER_STATES <= 0xffff);
+const _: () = assert!(MAX_PATTERNS <= 16);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: plain-old-data records, every bit pattern is valid, no padding
+    // the compiler could fill (explicit `_pad` fields).
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowStats {}
+    unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for RateLimit {}
+}

@@ -1,0 +1,57 @@
+//! netobs kernel programs: classify overlay traffic (VXLAN, ESP) at TC and
+//! XDP, count it, and track plaintext overlay flows. They only observe: every
+//! program returns "pass" and never writes to the packet.
+#![no_std]
+#![no_main]
+// BPF has no core::sync::atomic; flow counters use the raw intrinsic.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+mod http;
+mod maps;
+mod matcher;
+mod mem;
+mod packet;
+mod parse;
+mod record;
+mod verifier;
+
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_UNSPEC},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use netobs_common::Direction;
+
+use crate::packet::{Tc, Xdp};
+
+// TC_ACT_UNSPEC is "no verdict": the next filter (or TCX program) still runs
+// and the packet goes on as if netobs were not there.
+#[classifier]
+pub fn netobs_tc_ingress(ctx: TcContext) -> i32 {
+    record::observe(&Tc::new(&ctx), Direction::Ingress);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn netobs_tc_egress(ctx: TcContext) -> i32 {
+    record::observe(&Tc::new(&ctx), Direction::Egress);
+    TC_ACT_UNSPEC
+}
+
+#[xdp]
+pub fn netobs_xdp(ctx: XdpContext) -> u32 {
+    record::observe(&Xdp::new(&ctx), Direction::Ingress);
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach here; no code is emitted.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,73 @@
+//! Command line: parse arguments, call the library, render. Every failure is
+//! one line on stderr that says what to do.
+mod render;
+mod replay;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::datapath::{Options, DEFAULT_FLOW_TABLE_SIZE};
+
+#[derive(Debug, Parser)]
+#[command(name = "netobs", version, about = "See Docker Swarm overlay traffic: VXLAN or ESP, and HTTP in clear")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attach to interfaces and count overlay traffic until interrupted.
+    Run(run::RunArgs),
+    /// Run a pcap/pcapng capture through the datapath and report what it holds.
+    Replay(replay::ReplayArgs),
+}
+
+/// What the datapath looks for; shared by `run` and `replay`.
+#[derive(Debug, Clone, Args)]
+pub struct DatapathArgs {
+    /// VXLAN data-path UDP port (repeat for several, up to 4) [default: 4789]
+    #[arg(long = "data-path-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    data_path_ports: Vec<u16>,
+    /// Byte string to look for in unencrypted overlay payloads, like ngrep
+    /// (repeat for several, up to 8, each up to 32 bytes)
+    #[arg(long = "pattern", value_name = "STR")]
+    patterns: Vec<String>,
+    /// Flows the kernel table holds before evicting the least recently seen
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_TABLE_SIZE)]
+    flow_table_size: u32,
+}
+
+impl DatapathArgs {
+    fn options(&self) -> Options {
+        let mut o = Options::default();
+        if !self.data_path_ports.is_empty() {
+            o.data_path_ports = self.data_path_ports.clone();
+        }
+        o.patterns = self.patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+        o.flow_table_size = self.flow_table_size;
+        o
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Replay(args) => replay::replay(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netobs: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+

@@ -1,0 +1,160 @@
+//! Text for people: totals, flow tables, events.
+use std::fmt::Write as _;
+
+use netobs_common::{Class, Event, EVENT_HTTP_REQUEST};
+use serde_json::json;
+
+use crate::{
+    datapath::events::snippet,
+    flows::{method_name, ClassCounts, Clock, Flow, FlowKeyView, Snapshot},
+    replay::ReplayReport,
+};
+
+fn class_line(cc: &ClassCounts) -> String {
+    Class::ALL
+        .iter()
+        .map(|c| {
+            let n = cc.get(*c);
+            format!("{} {}/{}", c.name(), n.packets, human_bytes(n.bytes))
+        })
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+pub fn totals(s: &Snapshot, last: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", if last { "== final totals (packets/bytes) ==" } else { "-- totals (packets/bytes) --" });
+    for i in &s.interfaces {
+        let _ = writeln!(out, "{:<12} ingress  {}", i.iface, class_line(&i.ingress));
+        let _ = writeln!(out, "{:<12} egress   {}", "", class_line(&i.egress));
+    }
+    let vnis: Vec<String> = s.vnis().iter().map(|(v, n)| format!("{v}:{n}")).collect();
+    let _ = writeln!(
+        out,
+        "flows {}  vnis [{}]  http requests {} responses {}  evicted {}  events dropped {}",
+        s.flows.len(),
+        vnis.join(" "),
+        s.http_requests(),
+        s.http_responses(),
+        s.health.flow_evictions,
+        s.health.events_dropped(),
+    );
+    out
+}
+
+pub fn flow_table(flows: &[Flow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<6} {:<9} {:<10} {:<33} {:<45} {:>8} {:>10}  http",
+        "dir", "class", "vni/spi", "outer", "inner", "packets", "bytes"
+    );
+    for f in flows {
+        let v = FlowKeyView(f);
+        let http: Vec<String> = f
+            .http_requests
+            .iter()
+            .map(|(m, n)| format!("{m}:{n}"))
+            .chain(f.http_responses.iter().map(|(c, n)| format!("{c}:{n}")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<6} {:<9} {:<10} {:<33} {:<45} {:>8} {:>10}  {}",
+            f.direction,
+            f.class,
+            v.id(),
+            v.outer(),
+            v.inner(),
+            f.packets,
+            human_bytes(f.bytes),
+            http.join(" ")
+        );
+    }
+    out
+}
+
+pub fn replay(r: &ReplayReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: {} packets replayed", r.file, r.packets);
+    let skipped = r.skipped.unsupported_link_type + r.skipped.short_record;
+    if skipped > 0 {
+        let _ = writeln!(
+            out,
+            "skipped {} records ({} of unsupported link types, {} too short)",
+            skipped, r.skipped.unsupported_link_type, r.skipped.short_record
+        );
+    }
+    for class in Class::ALL {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>10} packets {:>12}",
+            class.name(),
+            r.classes.get(class.name()).copied().unwrap_or(0),
+            human_bytes(r.bytes.get(class.name()).copied().unwrap_or(0))
+        );
+    }
+    let vnis: Vec<String> = r.vnis.iter().map(|(v, n)| format!("{v}:{n}")).collect();
+    let _ = writeln!(out, "VNIs: {}", if vnis.is_empty() { "none".into() } else { vnis.join(" ") });
+    let methods: Vec<String> = r.http.methods.iter().map(|(m, n)| format!("{m}:{n}")).collect();
+    let _ = writeln!(
+        out,
+        "HTTP in clear: {} requests [{}], {} responses",
+        r.http.requests,
+        methods.join(" "),
+        r.http.responses
+    );
+    for (p, n) in &r.patterns {
+        let _ = writeln!(out, "pattern {p:?}: {n} packets");
+    }
+    let _ = writeln!(out, "\n{} flows", r.flows.len());
+    out.push_str(&flow_table(&r.flows));
+    out
+}
+
+pub fn event(e: &Event, clock: &Clock, as_json: bool) -> String {
+    let f = Flow::from_raw(&e.key, &Default::default(), &[], *clock);
+    let v = FlowKeyView(&f);
+    let at = clock.unix_seconds(e.timestamp_ns);
+    let http = e.kind == EVENT_HTTP_REQUEST;
+    if as_json {
+        let mut j = json!({
+            "event": if http { "http_request" } else { "new_plaintext_flow" },
+            "time": at,
+            "vni": f.vni,
+            "outer": v.outer(),
+            "inner": v.inner(),
+        });
+        if http {
+            j["method"] = json!(method_name(e.http_method));
+            j["request"] = json!(snippet(e));
+            j["truncated"] = json!(e.snippet_truncated != 0);
+        }
+        return j.to_string();
+    }
+    if http {
+        format!(
+            "http  vni {} {} {:?}{}",
+            v.id(),
+            v.inner(),
+            snippet(e),
+            if e.snippet_truncated != 0 { " (cut)" } else { "" }
+        )
+    } else {
+        format!("flow  vni {} {} (new plaintext flow)", v.id(), v.inner())
+    }
+}

@@ -1,0 +1,232 @@
+//! Attaching the programs to an interface and taking them off again.
+//!
+//! The links are owned here and detach when dropped, so leaving scope (a
+//! return, an error, a panic) cannot leave a program behind. On kernels with
+//! TCX (6.6+) and XDP links, the kernel also detaches them if the agent is
+//! killed, because they live only as long as our file descriptors.
+use std::{ffi::CString, fmt, process::Command};
+
+use aya::{
+    programs::{
+        tc::{qdisc_add_clsact, SchedClassifierLink, TcAttachType},
+        xdp::XdpLink,
+        XdpMode,
+    },
+    util::KernelVersion,
+};
+use netobs_common::Direction;
+
+use super::{names, Datapath, DatapathError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// TC classifier on ingress and egress.
+    Tc,
+    /// XDP on ingress (native if the driver has it, else generic), TC on egress.
+    Xdp,
+    /// Native XDP on ingress where the driver supports it, otherwise TC.
+    Auto,
+}
+
+/// Which hook watches the ingress side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngressHook {
+    Tc,
+    XdpNative,
+    XdpGeneric,
+}
+
+impl fmt::Display for IngressHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IngressHook::Tc => "tc",
+            IngressHook::XdpNative => "xdp (native)",
+            IngressHook::XdpGeneric => "xdp (generic)",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("interface {0:?} does not exist (list interfaces with `ip link`)")]
+    NoSuchInterface(String),
+    #[error("cannot attach the {hook} program to {iface}: {source}")]
+    Attach {
+        iface: String,
+        hook: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("cannot add a clsact qdisc to {iface}: {source}")]
+    Qdisc {
+        iface: String,
+        #[source]
+        source: aya::programs::tc::TcError,
+    },
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+}
+
+enum Link {
+    Tc(SchedClassifierLink),
+    Xdp(XdpLink),
+}
+
+/// Programs attached to one interface; dropping it detaches them.
+pub struct Attachment {
+    iface: String,
+    ifindex: u32,
+    ingress: IngressHook,
+    links: Vec<Link>,
+    /// We added the clsact qdisc (kernels before TCX) and remove it again.
+    created_clsact: bool,
+}
+
+impl Attachment {
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    pub fn ingress(&self) -> IngressHook {
+        self.ingress
+    }
+}
+
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attachment")
+            .field("iface", &self.iface)
+            .field("ifindex", &self.ifindex)
+            .field("ingress", &self.ingress)
+            .finish()
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        // Dropping a link detaches it.
+        while let Some(link) = self.links.pop() {
+            match link {
+                Link::Tc(l) => drop(l),
+                Link::Xdp(l) => drop(l),
+            }
+        }
+        if self.created_clsact {
+            // aya has no call to delete a qdisc; iproute2 is on every node.
+            let res = Command::new("tc")
+                .args(["qdisc", "del", "dev", &self.iface, "clsact"])
+                .output();
+            if !matches!(res, Ok(ref o) if o.status.success()) {
+                log::warn!(
+                    "could not remove the clsact qdisc netobs added to {}: \
+                     remove it with `tc qdisc del dev {} clsact`",
+                    self.iface,
+                    self.iface
+                );
+            }
+        }
+    }
+}
+
+pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
+    let name = CString::new(iface).map_err(|_| AttachError::NoSuchInterface(iface.to_owned()))?;
+    // SAFETY: name is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        return Err(AttachError::NoSuchInterface(iface.to_owned()));
+    }
+    Ok(idx)
+}
+
+fn tcx_available() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+impl Datapath {
+    /// Attaches to `iface` in `mode` and gives it its own counter slot.
+    pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<Attachment, AttachError> {
+        let ifindex = ifindex(iface)?;
+        self.register_interface(ifindex)?;
+        let mut att = Attachment {
+            iface: iface.to_owned(),
+            ifindex,
+            ingress: IngressHook::Tc,
+            links: Vec::new(),
+            created_clsact: false,
+        };
+        if !tcx_available() {
+            match qdisc_add_clsact(iface) {
+                Ok(()) => att.created_clsact = true,
+                Err(aya::programs::tc::TcError::NetlinkError(e))
+                    if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(source) => {
+                    return Err(AttachError::Qdisc {
+                        iface: iface.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
+        // Egress is always TC: XDP sees only what arrives.
+        self.attach_tc(&mut att, Direction::Egress)?;
+        let xdp = match mode {
+            Mode::Tc => None,
+            Mode::Xdp => match self.attach_xdp(&mut att, XdpMode::Driver) {
+                Ok(()) => Some(IngressHook::XdpNative),
+                Err(e) => {
+                    log::warn!("{iface}: native XDP unavailable ({e}); using generic XDP");
+                    self.attach_xdp(&mut att, XdpMode::Skb)?;
+                    Some(IngressHook::XdpGeneric)
+                }
+            },
+            Mode::Auto => match self.attach_xdp(&mut att, XdpMode::Driver) {
+                Ok(()) => Some(IngressHook::XdpNative),
+                Err(e) => {
+                    log::info!("{iface}: native XDP unavailable ({e}); watching ingress with TC");
+                    None
+                }
+            },
+        };
+        match xdp {
+            Some(hook) => att.ingress = hook,
+            None => self.attach_tc(&mut att, Direction::Ingress)?,
+        }
+        Ok(att)
+    }
+
+    fn attach_tc(&mut self, att: &mut Attachment, direction: Direction) -> Result<(), AttachError> {
+        let (name, kind) = match direction {
+            Direction::Ingress => (names::TC_INGRESS, TcAttachType::Ingress),
+            Direction::Egress => (names::TC_EGRESS, TcAttachType::Egress),
+        };
+        let prog = self.classifier(name)?;
+        let err = |source| AttachError::Attach {
+            iface: att.iface.clone(),
+            hook: name,
+            source,
+        };
+        let id = prog.attach(&att.iface, kind).map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        att.links.push(Link::Tc(link));
+        Ok(())
+    }
+
+    fn attach_xdp(&mut self, att: &mut Attachment, mode: XdpMode) -> Result<(), AttachError> {
+        let prog = self.xdp()?;
+        let err = |source| AttachError::Attach {
+            iface: att.iface.clone(),
+            hook: names::XDP,
+            source,
+        };
+        let id = prog.attach(&att.iface, mode).map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        att.links.push(Link::Xdp(link));
+        Ok(())
+    }
+}

@@ -1,0 +1,261 @@
+//! The kernel side as the agent sees it: load the programs with their
+//! configuration, attach and detach them, read their maps, feed them
+//! captured packets. Nothing here knows about Docker.
+pub mod attach;
+pub mod events;
+pub mod matcher;
+pub mod read;
+pub mod testrun;
+
+use std::collections::BTreeMap;
+
+use aya::{
+    maps::Array,
+    programs::{SchedClassifier, Xdp},
+    Ebpf, EbpfLoader,
+};
+use netobs_common::{
+    Config, CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS, CONFIG_FLAG_REPLAY,
+    DEFAULT_DATA_PATH_PORT, MAX_DATA_PATH_PORTS, MAX_IFACES, MAX_IFINDEX,
+};
+
+/// The kernel object, built by `cargo xtask build` (see build.rs).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETOBS_EBPF_OBJECT"));
+
+/// Program and map names in the object: one place for each.
+pub mod names {
+    pub const TC_INGRESS: &str = "netobs_tc_ingress";
+    pub const TC_EGRESS: &str = "netobs_tc_egress";
+    pub const XDP: &str = "netobs_xdp";
+    pub const CONFIG: &str = "CONFIG";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const STATS: &str = "STATS";
+    pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
+    pub const FLOWS: &str = "FLOWS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const MATCHER: &str = "MATCHER";
+}
+
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("too many data-path ports: at most {MAX_DATA_PATH_PORTS} can be watched")]
+    TooManyPorts,
+    #[error("data-path port 0 is not a port")]
+    ZeroPort,
+    #[error(transparent)]
+    Pattern(#[from] matcher::PatternError),
+    #[error("flow table size must be at least 1")]
+    FlowTableSize,
+    #[error(
+        "cannot load the eBPF programs: {0}. netobs needs root or CAP_BPF, CAP_NET_ADMIN and \
+         CAP_PERFMON, and a kernel with BTF (5.15 or later)"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error("the eBPF object has no {kind} named {name}: rebuild with `cargo xtask build`")]
+    Missing { kind: &'static str, name: &'static str },
+    #[error("loading program {name} failed: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("reading map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("more than {} interfaces at once", MAX_IFACES - 1)]
+    TooManyInterfaces,
+    #[error("interface index {0} is beyond {MAX_IFINDEX}, which netobs cannot count separately")]
+    IfindexTooLarge(u32),
+}
+
+/// What the user asked the programs to look for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_path_ports: Vec<u16>,
+    pub patterns: Vec<Vec<u8>>,
+    pub flow_table_size: u32,
+    pub new_flow_events: bool,
+    pub http_events: bool,
+    pub events_per_sec: u32,
+    pub events_burst: u32,
+    /// Load for `replay`: packets come from BPF_PROG_TEST_RUN.
+    pub replay: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            data_path_ports: vec![DEFAULT_DATA_PATH_PORT],
+            patterns: Vec::new(),
+            flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+            new_flow_events: true,
+            http_events: true,
+            events_per_sec: 1000,
+            events_burst: 200,
+            replay: false,
+        }
+    }
+}
+
+impl Options {
+    fn config(&self) -> Result<Config, DatapathError> {
+        if self.data_path_ports.len() > MAX_DATA_PATH_PORTS {
+            return Err(DatapathError::TooManyPorts);
+        }
+        if self.data_path_ports.contains(&0) {
+            return Err(DatapathError::ZeroPort);
+        }
+        if self.flow_table_size == 0 {
+            return Err(DatapathError::FlowTableSize);
+        }
+        let mut cfg = Config::new();
+        cfg.data_path_ports = [0; MAX_DATA_PATH_PORTS];
+        for (slot, port) in cfg.data_path_ports.iter_mut().zip(&self.data_path_ports) {
+            *slot = *port;
+        }
+        cfg.pattern_count = self.patterns.len() as u8;
+        cfg.flags = 0;
+        if self.new_flow_events {
+            cfg.flags |= CONFIG_FLAG_NEW_FLOW_EVENTS;
+        }
+        if self.http_events {
+            cfg.flags |= CONFIG_FLAG_HTTP_EVENTS;
+        }
+        if self.replay {
+            cfg.flags |= CONFIG_FLAG_REPLAY;
+        }
+        cfg.events_per_sec = self.events_per_sec;
+        cfg.events_burst = self.events_burst;
+        Ok(cfg)
+    }
+}
+
+/// The loaded programs and their maps. Dropping it unloads everything; links
+/// live in `attach::Attachment`, which must be dropped first.
+pub struct Datapath {
+    ebpf: Ebpf,
+    patterns: Vec<String>,
+    /// ifindex -> counter slot (1..MAX_IFACES); slot 0 is "unregistered".
+    slots: BTreeMap<u32, u32>,
+    /// Loaded for `replay`: see `testrun`.
+    replay: bool,
+}
+
+impl Datapath {
+    pub fn load(opts: &Options) -> Result<Datapath, DatapathError> {
+        let cfg = opts.config()?;
+        let table = matcher::compile(&opts.patterns)?;
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(names::CONFIG, &cfg, true)
+            .map_max_entries(names::FLOWS, opts.flow_table_size)
+            .map_max_entries(names::MATCHER, table.len().max(1) as u32);
+        let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Load)?;
+        if !table.is_empty() {
+            let mut map: Array<_, u32> = map_mut(&mut ebpf, names::MATCHER)?;
+            for (i, entry) in table.iter().enumerate() {
+                map.set(i as u32, entry, 0).map_err(|source| DatapathError::Map {
+                    name: names::MATCHER,
+                    source,
+                })?;
+            }
+        }
+        let mut dp = Datapath {
+            ebpf,
+            patterns: opts
+                .patterns
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+            slots: BTreeMap::new(),
+            replay: opts.replay,
+        };
+        for name in [names::TC_INGRESS, names::TC_EGRESS] {
+            dp.classifier(name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        dp.xdp()?
+            .load()
+            .map_err(|source| DatapathError::Program { name: names::XDP, source })?;
+        Ok(dp)
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    pub(crate) fn classifier(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, DatapathError> {
+        self.ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DatapathError::Missing { kind: "TC program", name })
+    }
+
+    pub(crate) fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.ebpf
+            .program_mut(names::XDP)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DatapathError::Missing { kind: "XDP program", name: names::XDP })
+    }
+
+    /// Gives `ifindex` its own counter slot (idempotent).
+    pub fn register_interface(&mut self, ifindex: u32) -> Result<u32, DatapathError> {
+        if let Some(&slot) = self.slots.get(&ifindex) {
+            return Ok(slot);
+        }
+        if ifindex >= MAX_IFINDEX {
+            return Err(DatapathError::IfindexTooLarge(ifindex));
+        }
+        let slot = (1..MAX_IFACES as u32)
+            .find(|s| !self.slots.values().any(|v| v == s))
+            .ok_or(DatapathError::TooManyInterfaces)?;
+        let mut map: Array<_, u32> = map_mut(&mut self.ebpf, names::IFACE_SLOTS)?;
+        map.set(ifindex, slot, 0).map_err(|source| DatapathError::Map {
+            name: names::IFACE_SLOTS,
+            source,
+        })?;
+        self.slots.insert(ifindex, slot);
+        Ok(slot)
+    }
+
+    pub fn slots(&self) -> &BTreeMap<u32, u32> {
+        &self.slots
+    }
+
+    pub(crate) fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub(crate) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+fn map_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(DatapathError::Missing { kind: "map", name })?;
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+pub(crate) fn map_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .map(name)
+        .ok_or(DatapathError::Missing { kind: "map", name })?;
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}

@@ -1,0 +1,10 @@
+//! netobs: eBPF observability for Docker Swarm overlay networks.
+//!
+//! Data flows one way: `datapath` (kernel programs and their maps) ->
+//! `flows` (the one model) -> `cli` (rendering). `capture` and `replay` feed
+//! captured packets to the same programs.
+pub mod capture;
+pub mod cli;
+pub mod datapath;
+pub mod flows;
+pub mod replay;
