@@ -122,7 +122,7 @@ pub fn vxlan_header(vni: u32) -> [u8; 8] {
 pub fn vxlan(outer: &Net, port: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut payload = vxlan_header(vni).to_vec();
     payload.extend_from_slice(inner);
-    udp(outer, 49152, port, &payload)
+    udp(outer, 54321, port, &payload)
 }
 
 /// An ESP header with `body` after it (what follows SPI and sequence number

@@ -1,0 +1,206 @@
+//! `netobs replay` end to end: captures written here, replayed by the real
+//! binary, counts checked against what was written and against tcpdump's own
+//! decoding of the same file.
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use netobs_tests::{
+    packets::{self, Net},
+    require_root,
+};
+use pcap_file::{
+    pcap::{PcapHeader, PcapPacket, PcapWriter},
+    DataLink,
+};
+use serde_json::Value;
+
+/// A capture file that is removed when the test ends, pass or fail.
+struct TempCapture(PathBuf);
+
+impl TempCapture {
+    fn write(name: &str, link: DataLink, frames: &[Vec<u8>]) -> TempCapture {
+        let path = std::env::temp_dir().join(format!("netobs-test-{}-{name}.pcap", std::process::id()));
+        let file = File::create(&path).expect("creating the capture");
+        let header = PcapHeader {
+            datalink: link,
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(file, header).expect("pcap header");
+        for (i, f) in frames.iter().enumerate() {
+            let ts = Duration::from_micros(1_700_000_000_000_000 + i as u64);
+            w.write_packet(&PcapPacket::new(ts, f.len() as u32, f)).expect("pcap record");
+        }
+        TempCapture(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempCapture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn netobs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_netobs"))
+}
+
+fn replay_json(path: &Path, extra: &[&str]) -> Value {
+    let out = netobs().arg("replay").arg("--json").args(extra).arg(path).output().expect("running netobs");
+    assert!(out.status.success(), "netobs replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("replay --json prints one JSON object")
+}
+
+/// Lines of tcpdump's own decoding of `path` that contain `needle`.
+fn tcpdump_count(path: &Path, needle: &str) -> u64 {
+    let out = Command::new("tcpdump").args(["-nn", "-r"]).arg(path).output().expect("running tcpdump (apt-get install tcpdump)");
+    assert!(out.status.success(), "tcpdump failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(needle)).count() as u64
+}
+
+fn http(method: &str, vni: u32, outer: &Net) -> Vec<u8> {
+    let req = format!("{method} /index.html HTTP/1.1\r\nHost: web\r\n\r\n");
+    let inner = packets::tcp(&Net::containers(), 41000, 80, req.as_bytes());
+    packets::vxlan(outer, 4789, vni, &inner)
+}
+
+/// Valid traffic only: every packet is something tcpdump decodes too.
+fn clean_traffic() -> Vec<Vec<u8>> {
+    let v6 = Net::v6("2001:db8::1", "2001:db8::2");
+    let mut f = Vec::new();
+    for i in 0..5 {
+        f.push(http("GET", 4097, &Net::nodes()));
+        f.push(packets::vxlan(&Net::nodes().reversed(), 4789, 4097, &packets::tcp(&Net::containers().reversed(), 80, 41000, b"HTTP/1.1 200 OK\r\n\r\n")));
+        f.push(packets::vxlan(&v6, 4789, 4098, &packets::udp(&Net::containers(), 5000, 53, &[i; 20])));
+    }
+    f.push(http("POST", 4099, &Net::nodes().with_vlans(1)));
+    for seq in 1..=4 {
+        f.push(packets::esp(&Net::nodes(), 0x1000_0001, seq));
+        f.push(packets::esp_in_udp(&Net::nodes(), 0x1000_0002, seq));
+    }
+    f.push(packets::esp(&v6, 0x1000_0003, 1));
+    for _ in 0..3 {
+        f.push(packets::tcp(&Net::nodes(), 2377, 50000, b"swarm control plane"));
+        f.push(packets::ike_on_4500(&Net::nodes()));
+    }
+    f
+}
+
+#[test]
+fn replay_counts_match_construction_and_tcpdump() {
+    require_root!();
+    let cap = TempCapture::write("clean", DataLink::ETHERNET, &clean_traffic());
+    let r = replay_json(cap.path(), &[]);
+    assert_eq!(r["packets"], 31);
+    assert_eq!(r["classes"]["vxlan"], 16);
+    assert_eq!(r["classes"]["esp"], 9);
+    assert_eq!(r["classes"]["other"], 6);
+    assert_eq!(r["classes"]["malformed"], 0);
+    assert_eq!(r["vnis"]["4097"], 10);
+    assert_eq!(r["vnis"]["4098"], 5);
+    assert_eq!(r["vnis"]["4099"], 1);
+    assert_eq!(r["http"]["requests"], 6);
+    assert_eq!(r["http"]["responses"], 5);
+    assert_eq!(r["http"]["methods"]["GET"], 5);
+    assert_eq!(r["http"]["methods"]["POST"], 1);
+    let flows = r["flows"].as_array().expect("flows");
+    let esp_flows: Vec<&Value> = flows.iter().filter(|f| f["class"] == "esp").collect();
+    assert_eq!(esp_flows.len(), 3, "one flow per SPI and address pair");
+    assert!(esp_flows.iter().any(|f| f["spi"] == 0x1000_0002 && f["esp_in_udp"] == true && f["esp_seq"] == 4));
+    // tcpdump decodes the same file on its own.
+    assert_eq!(tcpdump_count(cap.path(), "VXLAN"), 16, "tcpdump's VXLAN count");
+    assert_eq!(tcpdump_count(cap.path(), "ESP(spi="), 9, "tcpdump's ESP count");
+}
+
+#[test]
+fn replay_counts_malformed_packets_and_other_link_types() {
+    require_root!();
+    let mut frames = clean_traffic();
+    let mut bad = http("GET", 7, &Net::nodes());
+    bad[14] = 0x4f; // IHL 15: the options would run into the UDP header
+    frames.push(bad);
+    let mut no_i = http("GET", 7, &Net::nodes());
+    no_i[14 + 20 + 8] = 0;
+    frames.push(no_i);
+    frames.push(packets::udp(&Net::nodes(), 1, 4789, &[8, 0, 0]));
+    frames.push(vec![0u8; 9]);
+    let cap = TempCapture::write("mixed", DataLink::ETHERNET, &frames);
+    let r = replay_json(cap.path(), &[]);
+    assert_eq!(r["packets"], 35);
+    assert_eq!(r["classes"]["malformed"], 4);
+    assert_eq!(r["classes"]["vxlan"], 16);
+
+    // The same traffic as `tcpdump -i any` writes it (Linux cooked).
+    let sll: Vec<Vec<u8>> = clean_traffic()
+        .into_iter()
+        .map(|f| {
+            let mut rec = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0x0a, 0, 0];
+            rec.extend_from_slice(&f[12..14]);
+            rec.extend_from_slice(&f[14..]);
+            rec
+        })
+        .collect();
+    let cap = TempCapture::write("sll", DataLink::LINUX_SLL, &sll);
+    let r = replay_json(cap.path(), &[]);
+    assert_eq!((r["classes"]["vxlan"].as_u64(), r["classes"]["esp"].as_u64()), (Some(16), Some(9)));
+
+    // 802.11 frames are not guessed at: counted as skipped.
+    let cap = TempCapture::write("wifi", DataLink::IEEE802_11, &[vec![0u8; 40], vec![0u8; 40]]);
+    let r = replay_json(cap.path(), &[]);
+    assert_eq!(r["packets"], 0);
+    assert_eq!(r["skipped"]["unsupported_link_type"], 2);
+}
+
+#[test]
+fn replay_honours_data_path_ports_and_patterns() {
+    require_root!();
+    let inner = packets::tcp(&Net::containers(), 41000, 8080, b"GET /login?user=x HTTP/1.1\r\n\r\n");
+    let frames = vec![packets::vxlan(&Net::nodes(), 7789, 11, &inner), packets::vxlan(&Net::nodes(), 4789, 12, &inner)];
+    let cap = TempCapture::write("ports", DataLink::ETHERNET, &frames);
+    let r = replay_json(cap.path(), &["--data-path-port", "7789", "--pattern", "login"]);
+    assert_eq!(r["classes"]["vxlan"], 1);
+    assert_eq!(r["classes"]["other"], 1);
+    assert_eq!(r["vnis"]["11"], 1);
+    assert_eq!(r["patterns"]["login"], 1);
+}
+
+#[test]
+fn bad_captures_get_one_line_errors() {
+    // No privileges needed: the file is checked before anything is loaded.
+    let dir = std::env::temp_dir();
+    let run = |path: &Path| {
+        let out = netobs().arg("replay").arg(path).output().expect("running netobs");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "must fail on {path:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let missing = dir.join("netobs-test-does-not-exist.pcap");
+    assert!(run(&missing).contains("cannot open"));
+
+    let junk = dir.join(format!("netobs-test-{}-junk.pcap", std::process::id()));
+    std::fs::write(&junk, b"this is not a capture at all").expect("writing junk");
+    let err = run(&junk);
+    let _ = std::fs::remove_file(&junk);
+    assert!(err.contains("not a pcap or pcapng"), "{err}");
+}
+
+#[test]
+fn truncated_capture_reports_damage_after_the_good_records() {
+    require_root!();
+    let cap = TempCapture::write("truncated", DataLink::ETHERNET, &clean_traffic());
+    let bytes = std::fs::read(cap.path()).expect("reading capture");
+    std::fs::write(cap.path(), &bytes[..bytes.len() - 30]).expect("truncating capture");
+    let out = netobs().arg("replay").arg(cap.path()).output().expect("running netobs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("damaged after 30 records"), "{err}");
+}
