@@ -1,3 +1,9 @@
-//! The netobs lab: namespaces, links, traffic and packets for tests and the demo.
+//! The netobs lab: namespaces, links, traffic and packets for the tests and
+//! for `cargo xtask demo`. Everything it creates is removed on drop.
+pub mod esp;
+pub mod lab;
+pub mod link;
+pub mod netns;
 pub mod packets;
 pub mod privilege;
+pub mod traffic;

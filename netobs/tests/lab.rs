@@ -1,0 +1,213 @@
+//! `netobs run` on a real interface: two namespaces, a veth underlay, kernel
+//! VXLAN between them, real HTTP over the overlay and real ESP injected.
+//! Counts must equal what crossed the interface, and nothing may be left
+//! attached afterwards.
+use std::{
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, SocketAddr},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use netobs_tests::{
+    esp::{EspInjector, EspSa, NEXT_HEADER_IPV4},
+    lab::{self, LabConfig, Process, TwoHostLab},
+    link,
+    packets::{self, Net},
+    require_root,
+    traffic::{http_request, udp_send, HttpServer},
+};
+use serde_json::Value;
+
+const HTTP_PORT: u16 = 8080;
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "HEAD"];
+const UDP_DATAGRAMS: usize = 20;
+const ESP_PACKETS: u32 = 6;
+const ESP_IN_UDP_PACKETS: u32 = 4;
+const IKE_PACKETS: usize = 2;
+
+/// netobs attached to host A's underlay, with its stdout lines collected.
+struct Agent {
+    proc: Process,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    fn start(lab: &TwoHostLab, mode: &str) -> Agent {
+        let (ns, dev) = lab.host_a();
+        let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
+        cmd.args(["run", "--iface", dev, "--mode", mode, "--json", "--interval", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut proc = Process::spawn(cmd).expect("starting netobs");
+        let child = proc.child_mut();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("netobs: {l}");
+                let _ = tx2.send(format!("stderr: {l}"));
+            }
+        });
+        let agent = Agent { proc, lines };
+        agent.wait_for(|l| l.contains("watching"), "netobs to attach");
+        agent
+    }
+
+    fn wait_for(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) if pred(&l) => return l,
+                Ok(l) if l.starts_with("stderr:") && l.contains("error") => panic!("netobs failed: {l}"),
+                Ok(_) => continue,
+                Err(e) => panic!("waiting for {what}: {e}"),
+            }
+        }
+    }
+
+    /// SIGINT, then the final JSON line.
+    fn stop(self) -> Value {
+        let Agent { proc, lines } = self;
+        let out = proc.stop(libc::SIGINT).expect("stopping netobs");
+        assert!(out.status.success(), "netobs exited with {}", out.status);
+        let last = lines
+            .try_iter()
+            .filter(|l| l.starts_with('{'))
+            .last()
+            .expect("netobs printed no JSON");
+        let v: Value = serde_json::from_str(&last).expect("final JSON line");
+        assert_eq!(v["final"], true);
+        v
+    }
+}
+
+fn counts(v: &Value, dir: &str, class: &str) -> (u64, u64) {
+    let c = &v["interfaces"][0][dir][class];
+    (c["packets"].as_u64().expect("packets"), c["bytes"].as_u64().expect("bytes"))
+}
+
+fn total(v: &Value, dir: &str) -> (u64, u64) {
+    ["vxlan", "esp", "other", "malformed"].iter().fold((0, 0), |(p, b), c| {
+        let (cp, cb) = counts(v, dir, c);
+        (p + cp, b + cb)
+    })
+}
+
+/// No program of ours left on the interface: no TCX/tc filter, no XDP, no
+/// clsact qdisc.
+fn assert_nothing_attached(lab: &TwoHostLab) {
+    let (ns, dev) = lab.host_a();
+    let net = ns.exec(&["bpftool", "net", "show", "dev", dev]).expect("bpftool net");
+    let text = String::from_utf8_lossy(&net.stdout);
+    assert!(!text.contains("netobs"), "programs left attached:\n{text}");
+    let link = ns.ip(&["-d", "link", "show", dev]).expect("ip link");
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "XDP left on {dev}");
+    let qdisc = ns.exec(&["tc", "qdisc", "show", "dev", dev]).expect("tc qdisc");
+    assert!(!String::from_utf8_lossy(&qdisc.stdout).contains("clsact"), "clsact qdisc left on {dev}");
+    for hook in ["ingress", "egress"] {
+        let f = ns.exec(&["tc", "filter", "show", "dev", dev, hook]).expect("tc filter");
+        assert!(f.stdout.is_empty(), "tc filter left on {dev} {hook}");
+    }
+}
+
+fn lab_counts_exactly(mode: &str) {
+    let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
+    let (a, dev_a) = lab.host_a();
+    let server_addr: SocketAddr = format!("{}:{HTTP_PORT}", lab::OVERLAY_B).parse().expect("addr");
+    let server = HttpServer::start(&lab.b, server_addr).expect("HTTP server");
+    let injector = EspInjector::new(&lab.b).expect("ESP injector");
+
+    let agent = Agent::start(&lab, mode);
+    let (b, dev_b) = lab.host_b();
+    let link_before = link::stats(a, dev_a).expect("link stats");
+    let peer_before = link::stats(b, dev_b).expect("peer link stats");
+    let vx_before = link::stats(a, lab::OVERLAY_DEV).expect("vxlan stats");
+
+    for m in METHODS {
+        let status = http_request(a, server_addr, m, "/index.html?user=alice").expect("HTTP request");
+        assert_eq!(status, 200);
+    }
+    udp_send(a, format!("{}:9999", lab::OVERLAY_B).parse().expect("addr"), UDP_DATAGRAMS, 200).expect("UDP");
+    let sa = EspSa::new(0xd0c0_0001, [0x42; 16], [9, 9, 9, 9]);
+    let inner = &packets::udp(&Net::containers(), 5000, 6000, b"secret payload")[14..];
+    let node_a: Ipv4Addr = lab::UNDERLAY_A.parse().expect("addr");
+    for seq in 1..=ESP_PACKETS {
+        injector.send_esp(node_a, &sa.seal(seq, inner, NEXT_HEADER_IPV4).expect("seal")).expect("ESP");
+    }
+    let sa_udp = EspSa::new(0xd0c0_0002, [0x43; 16], [8, 8, 8, 8]);
+    for seq in 1..=ESP_IN_UDP_PACKETS {
+        injector.send_esp_in_udp(node_a, &sa_udp.seal(seq, inner, NEXT_HEADER_IPV4).expect("seal")).expect("ESP-in-UDP");
+    }
+    for _ in 0..IKE_PACKETS {
+        injector.send_ike(node_a).expect("IKE");
+    }
+    // Let the last packets (FINs, ICMP errors) settle, then read the link.
+    std::thread::sleep(Duration::from_millis(300));
+    let link_after = link::stats(a, dev_a).expect("link stats");
+    let peer_after = link::stats(b, dev_b).expect("peer link stats");
+    let vx_after = link::stats(a, lab::OVERLAY_DEV).expect("vxlan stats");
+    let v = agent.stop();
+
+    // Everything that crossed the interface, counted once. Frames arriving
+    // on A are what B's end of the pair sent (veth's own rx byte counter
+    // leaves out the Ethernet header when XDP is attached).
+    assert_eq!(total(&v, "ingress").0, link_after.rx_packets - link_before.rx_packets, "ingress packets vs link counters");
+    assert_eq!(total(&v, "ingress"), (peer_after.tx_packets - peer_before.tx_packets, peer_after.tx_bytes - peer_before.tx_bytes), "ingress totals vs what the peer sent");
+    assert_eq!(total(&v, "egress"), (link_after.tx_packets - link_before.tx_packets, link_after.tx_bytes - link_before.tx_bytes), "egress totals vs link counters");
+    // VXLAN: exactly what the kernel's VXLAN device sent and received.
+    assert_eq!(counts(&v, "egress", "vxlan").0, vx_after.tx_packets - vx_before.tx_packets, "VXLAN out");
+    assert_eq!(counts(&v, "ingress", "vxlan").0, vx_after.rx_packets - vx_before.rx_packets, "VXLAN in");
+    assert!(counts(&v, "egress", "vxlan").0 >= (METHODS.len() * 3 + UDP_DATAGRAMS) as u64);
+    // ESP: exactly the packets injected.
+    assert_eq!(counts(&v, "ingress", "esp").0, (ESP_PACKETS + ESP_IN_UDP_PACKETS) as u64);
+    assert_eq!(counts(&v, "egress", "esp").0, 0);
+    assert_eq!(counts(&v, "ingress", "malformed").0, 0);
+    assert_eq!(counts(&v, "egress", "malformed").0, 0);
+    // HTTP: the requests the server answered, with their methods.
+    let mut served = server.methods();
+    served.sort();
+    let mut sent: Vec<String> = METHODS.iter().map(|m| m.to_string()).collect();
+    sent.sort();
+    assert_eq!(served, sent);
+    assert_eq!(v["http"]["requests"], METHODS.len() as u64);
+    assert_eq!(v["http"]["responses"], METHODS.len() as u64);
+    for m in METHODS {
+        assert_eq!(v["http"]["methods"][m], 1, "{m}");
+    }
+    assert!(v["vnis"]["4097"].as_u64().is_some_and(|n| n > 0));
+    assert_nothing_attached(&lab);
+}
+
+#[test]
+fn tc_mode_counts_exactly_and_detaches() {
+    require_root!();
+    lab_counts_exactly("tc");
+}
+
+#[test]
+fn xdp_mode_counts_exactly_and_detaches() {
+    require_root!();
+    lab_counts_exactly("xdp");
+}
+
+#[test]
+fn missing_interface_is_one_clear_line() {
+    require_root!();
+    let out = Command::new(env!("CARGO_BIN_EXE_netobs"))
+        .args(["run", "--iface", "netobs-no-such-if0"])
+        .output()
+        .expect("running netobs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("netobs-no-such-if0") && lines[0].contains("does not exist"), "{err}");
+}

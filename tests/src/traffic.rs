@@ -1,0 +1,117 @@
+//! Real traffic without outside tools: an HTTP server and client and a UDP
+//! sender, each on sockets created inside a namespace.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::Netns;
+
+/// A tiny HTTP/1.1 server: answers every request `200 OK` and closes.
+pub struct HttpServer {
+    stop: Arc<AtomicBool>,
+    methods: Arc<Mutex<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    pub fn start(ns: &Netns, addr: SocketAddr) -> Result<HttpServer> {
+        let listener = ns.run_in(move || TcpListener::bind(addr))??;
+        listener.set_nonblocking(true).context("non-blocking listener")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let methods = Arc::new(Mutex::new(Vec::new()));
+        let (s, m) = (stop.clone(), methods.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        if let Some(method) = serve(conn) {
+                            if let Ok(mut v) = m.lock() {
+                                v.push(method);
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(HttpServer {
+            stop,
+            methods,
+            thread: Some(thread),
+        })
+    }
+
+    /// Methods of the requests served so far, in order.
+    pub fn methods(&self) -> Vec<String> {
+        self.methods.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+fn serve(mut conn: TcpStream) -> Option<String> {
+    conn.set_nonblocking(false).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let method = String::from_utf8_lossy(&buf).split(' ').next()?.to_owned();
+    let body: &[u8] = if method == "HEAD" { b"" } else { b"ok" };
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).ok()?;
+    conn.write_all(body).ok()?;
+    Some(method)
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request on a fresh connection from inside `ns`; returns the status.
+pub fn http_request(ns: &Netns, to: SocketAddr, method: &str, path: &str) -> Result<u16> {
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n");
+    let resp = ns.run_in(move || -> Result<Vec<u8>> {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connecting")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(req.as_bytes())?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(out)
+    })??;
+    let text = String::from_utf8_lossy(&resp);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok());
+    match status {
+        Some(s) => Ok(s),
+        None => bail!("no HTTP status in the answer: {text:?}"),
+    }
+}
+
+/// Sends exactly `count` datagrams of `size` bytes from inside `ns`.
+pub fn udp_send(ns: &Netns, to: SocketAddr, count: usize, size: usize) -> Result<()> {
+    ns.run_in(move || -> Result<()> {
+        let sock = UdpSocket::bind("0.0.0.0:0").context("binding UDP")?;
+        let payload = vec![0x61u8; size];
+        for _ in 0..count {
+            sock.send_to(&payload, to).context("sending UDP")?;
+        }
+        Ok(())
+    })?
+}
