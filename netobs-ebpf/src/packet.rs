@@ -113,7 +113,11 @@ impl Tc {
         let mut data_end = ctx.data_end();
         // SAFETY: the context pointer is valid for the whole program run.
         let len = unsafe { (*skb).len };
-        let want = if len < LINEAR_WANTED { len } else { LINEAR_WANTED };
+        let want = if len < LINEAR_WANTED {
+            len
+        } else {
+            LINEAR_WANTED
+        };
         if ((data_end - data) as u32) < want {
             // Headers in a paged fragment (rare: most drivers and GRO put
             // them in the head): make them linear, content unchanged.
@@ -199,7 +203,12 @@ impl Packet for Tc {
         // SAFETY: dst holds N >= n bytes; the helper checks the skb bounds
         // and reads paged data too.
         let ret = unsafe {
-            bpf_skb_load_bytes(self.skb as *const _, off as u32, dst.as_mut_ptr() as *mut _, n as u32)
+            bpf_skb_load_bytes(
+                self.skb as *const _,
+                off as u32,
+                dst.as_mut_ptr() as *mut _,
+                n as u32,
+            )
         };
         ret == 0
     }

@@ -247,7 +247,13 @@ fn is_data_path_port(cfg: &Config, port: u16) -> bool {
 }
 
 #[inline(always)]
-fn udp<P: Packet>(pkt: &P, cfg: &Config, ip: &L3, key: &mut FlowKey, meta: &mut Meta) -> Step<Class> {
+fn udp<P: Packet>(
+    pkt: &P,
+    cfg: &Config,
+    ip: &L3,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Step<Class> {
     let h = need::<_, 8>(pkt, ip.l4, ip.end)?;
     let sport = h.be16(0);
     let dport = h.be16(2);
@@ -284,7 +290,11 @@ fn esp_in_udp<P: Packet>(
     // NAT keepalive (RFC 3948 §2.3): a single 0xff byte.
     if len == 1 {
         let b = need::<_, 1>(pkt, off, end)?;
-        return Err(if b.u8(0) == 0xff { Class::Other } else { Class::Malformed });
+        return Err(if b.u8(0) == 0xff {
+            Class::Other
+        } else {
+            Class::Malformed
+        });
     }
     if len >= 4 {
         // A zero first word is the non-ESP marker: IKE, not data.
@@ -299,7 +309,13 @@ fn esp_in_udp<P: Packet>(
 }
 
 #[inline(always)]
-fn vxlan<P: Packet>(pkt: &P, off: usize, end: usize, key: &mut FlowKey, meta: &mut Meta) -> Step<Class> {
+fn vxlan<P: Packet>(
+    pkt: &P,
+    off: usize,
+    end: usize,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Step<Class> {
     let h = need::<_, VXLAN_HLEN>(pkt, off, end)?;
     if h.u8(0) & VXLAN_FLAG_I == 0 {
         return Err(Class::Malformed);
@@ -313,7 +329,13 @@ fn vxlan<P: Packet>(pkt: &P, off: usize, end: usize, key: &mut FlowKey, meta: &m
 /// The encapsulated frame. ARP and other non-IP frames are still VXLAN; only
 /// a frame whose own headers are broken makes the packet malformed.
 #[inline(always)]
-fn inner<P: Packet>(pkt: &P, off: usize, end: usize, key: &mut FlowKey, meta: &mut Meta) -> Step<()> {
+fn inner<P: Packet>(
+    pkt: &P,
+    off: usize,
+    end: usize,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Step<()> {
     let (ethertype, l3) = ethernet(pkt, off, end, 1)?;
     let ip = match ethertype {
         ETH_P_IP => {

@@ -8,7 +8,8 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_probe_read_kernel}
 use netobs_common::{
     counter_index, Class, Config, Direction, Event, FlowKey, FlowStats, Stat,
     CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS, EVENT_HTTP_REQUEST, EVENT_NEW_FLOW,
-    HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_IFACES, MAX_PATTERNS, PAYLOAD_SCAN_LEN, SNIPPET_LEN,
+    HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_IFACES, MAX_PATTERNS, PAYLOAD_SCAN_LEN,
+    SNIPPET_LEN,
 };
 
 use crate::{
@@ -94,7 +95,9 @@ fn flow<P: Packet>(pkt: &P, cfg: &Config, key: &FlowKey, meta: &Meta, packets: u
             match FLOWS.insert(key, &*fresh, BPF_NOEXIST as u64) {
                 Ok(()) => {
                     stat(Stat::FlowsCreated);
-                    if key.class == Class::Vxlan as u8 && cfg.flags & CONFIG_FLAG_NEW_FLOW_EVENTS != 0 {
+                    if key.class == Class::Vxlan as u8
+                        && cfg.flags & CONFIG_FLAG_NEW_FLOW_EVENTS != 0
+                    {
                         new_flow_event(cfg, key, now);
                     }
                 }
@@ -242,7 +245,12 @@ fn take_token(cfg: &Config, now: u64) -> bool {
 }
 
 #[inline(always)]
-fn reserve(cfg: &Config, kind: u8, key: &FlowKey, now: u64) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
+fn reserve(
+    cfg: &Config,
+    kind: u8,
+    key: &FlowKey,
+    now: u64,
+) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
     if !take_token(cfg, now) {
         return None;
     }

@@ -15,7 +15,8 @@ use pcap_file::{
     pcap::PcapReader,
     pcapng::{
         blocks::{
-            enhanced_packet::EnhancedPacketOption, interface_description::InterfaceDescriptionOption,
+            enhanced_packet::EnhancedPacketOption,
+            interface_description::InterfaceDescriptionOption,
         },
         Block, PcapNgReader,
     },
@@ -105,9 +106,10 @@ impl Capture {
         };
         let mut file = File::open(path).map_err(open_err)?;
         let mut magic = [0u8; 4];
-        file.read_exact(&mut magic).map_err(|_| CaptureError::NotACapture {
-            path: path.to_owned(),
-        })?;
+        file.read_exact(&mut magic)
+            .map_err(|_| CaptureError::NotACapture {
+                path: path.to_owned(),
+            })?;
         let file = File::open(path).map_err(open_err)?;
         let corrupt = |e: pcap_file::PcapError| CaptureError::Corrupt {
             path: path.to_owned(),
@@ -241,7 +243,14 @@ impl Capture {
                     )));
                 };
                 let ts = scale_timestamp(raw_ts, resol);
-                return Some(Ok(to_frame(link, &data, orig_len, ts, way, &mut self.skipped)));
+                return Some(Ok(to_frame(
+                    link,
+                    &data,
+                    orig_len,
+                    ts,
+                    way,
+                    &mut self.skipped,
+                )));
             },
         }
     }
@@ -309,7 +318,11 @@ fn to_frame(
                 return None;
             }
             let proto = u16::from_be_bytes([data[14], data[15]]);
-            Some(synth(16, proto, sll_way(u16::from_be_bytes([data[0], data[1]]), way)))
+            Some(synth(
+                16,
+                proto,
+                sll_way(u16::from_be_bytes([data[0], data[1]]), way),
+            ))
         }
         // struct sll2_header: protocol(2) reserved(2) ifindex(4) hatype(2)
         // pkttype(1) halen(1) addr(8).
@@ -359,8 +372,15 @@ mod tests {
         rec[14..16].copy_from_slice(&0x0800u16.to_be_bytes());
         rec.extend_from_slice(&[0x45, 0, 0, 20]);
         let mut sk = Skipped::default();
-        let f = to_frame(DataLink::LINUX_SLL, &rec, rec.len() as u32, 1, Way::Unknown, &mut sk)
-            .expect("frame");
+        let f = to_frame(
+            DataLink::LINUX_SLL,
+            &rec,
+            rec.len() as u32,
+            1,
+            Way::Unknown,
+            &mut sk,
+        )
+        .expect("frame");
         assert_eq!(&f.data[12..14], &[0x08, 0x00]);
         assert_eq!(&f.data[14..], &[0x45, 0, 0, 20]);
         assert_eq!(f.wire_len, 18);

@@ -91,9 +91,19 @@ fn report(path: &Path, packets: u64, skipped: Skipped, s: &Snapshot) -> ReplayRe
         file: path.display().to_string(),
         packets,
         skipped,
-        classes: Class::ALL.iter().map(|c| (c.name(), classes.get(*c).packets)).collect(),
-        bytes: Class::ALL.iter().map(|c| (c.name(), classes.get(*c).bytes)).collect(),
-        vnis: s.vnis().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        classes: Class::ALL
+            .iter()
+            .map(|c| (c.name(), classes.get(*c).packets))
+            .collect(),
+        bytes: Class::ALL
+            .iter()
+            .map(|c| (c.name(), classes.get(*c).bytes))
+            .collect(),
+        vnis: s
+            .vnis()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         http: HttpSummary {
             requests: s.http_requests(),
             responses: s.http_responses(),

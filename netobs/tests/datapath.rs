@@ -50,7 +50,9 @@ impl Harness {
         Class::ALL
             .iter()
             .flat_map(|class| {
-                Direction::ALL.iter().map(move |d| counter_index(1, *d, *class) as usize)
+                Direction::ALL
+                    .iter()
+                    .map(move |d| counter_index(1, *d, *class) as usize)
             })
             .map(|i| (c[i].packets, c[i].bytes))
             .collect()
@@ -63,22 +65,56 @@ impl Harness {
     }
 
     fn classify_run(&mut self, pkt: &RunPacket<'_>, segments: u64) -> Class {
-        let tc = self.one(|dp| dp.run_tc(Direction::Ingress, pkt, 1).expect("tc run").return_value, TC_PASS, segments, pkt.wire_len as u64);
+        let tc = self.one(
+            |dp| {
+                dp.run_tc(Direction::Ingress, pkt, 1)
+                    .expect("tc run")
+                    .return_value
+            },
+            TC_PASS,
+            segments,
+            pkt.wire_len as u64,
+        );
         let data = pkt.data;
         // XDP has no replay mode and no GSO: compare where it sees the same packet.
-        if data.len() >= 14 && data.len() <= MAX_RUN_DATA && pkt.gso_segs == 0 && pkt.wire_len as usize == data.len() {
-            let xdp = self.one(|dp| dp.run_xdp(data, 1).expect("xdp run").return_value, XDP_PASS, 1, data.len() as u64);
+        if data.len() >= 14
+            && data.len() <= MAX_RUN_DATA
+            && pkt.gso_segs == 0
+            && pkt.wire_len as usize == data.len()
+        {
+            let xdp = self.one(
+                |dp| dp.run_xdp(data, 1).expect("xdp run").return_value,
+                XDP_PASS,
+                1,
+                data.len() as u64,
+            );
             assert_eq!(tc, xdp, "TC and XDP disagree");
         }
         tc
     }
 
-    fn one(&mut self, run: impl FnOnce(&mut Datapath) -> u32, pass: u32, packets: u64, bytes: u64) -> Class {
+    fn one(
+        &mut self,
+        run: impl FnOnce(&mut Datapath) -> u32,
+        pass: u32,
+        packets: u64,
+        bytes: u64,
+    ) -> Class {
         let before = self.class_counts();
-        assert_eq!(run(&mut self.dp), pass, "the program must pass every packet");
+        assert_eq!(
+            run(&mut self.dp),
+            pass,
+            "the program must pass every packet"
+        );
         let after = self.class_counts();
-        let changed: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
-        assert_eq!(changed.len(), 1, "exactly one counter moves per packet: {changed:?}");
+        let changed: Vec<usize> = (0..before.len())
+            .filter(|&i| before[i] != after[i])
+            .collect();
+        assert_eq!(
+            changed.len(),
+            1,
+            "exactly one counter moves per packet: {changed:?}"
+        );
         let i = changed[0];
         assert_eq!(after[i].0 - before[i].0, packets, "packets counted");
         assert_eq!(after[i].1 - before[i].1, bytes, "bytes counted");
@@ -87,7 +123,9 @@ impl Harness {
 
     fn flows(&self) -> Vec<Flow> {
         let raw = self.dp.flows().expect("reading flows");
-        raw.iter().map(|(k, v)| Flow::from_raw(k, v, &self.patterns, Clock::Unix)).collect()
+        raw.iter()
+            .map(|(k, v)| Flow::from_raw(k, v, &self.patterns, Clock::Unix))
+            .collect()
     }
 
     fn only_flow(&self) -> Flow {
@@ -106,16 +144,41 @@ fn http_in_vxlan(vni: u32, payload: &[u8]) -> Vec<u8> {
 fn plain_traffic_is_other() {
     require_root!();
     let mut h = Harness::default();
-    assert_eq!(h.classify(&packets::tcp(&Net::nodes(), 1234, 80, b"GET / HTTP/1.1\r\n\r\n")), Class::Other);
-    assert_eq!(h.classify(&packets::udp(&Net::nodes(), 1234, 53, &[0; 30])), Class::Other);
-    assert_eq!(h.classify(&packets::udp(&Net::nodes(), 4789, 4790, &[0; 30])), Class::Other, "VXLAN is matched on the destination port");
-    assert_eq!(h.classify(&packets::ip_raw(&Net::nodes(), 1, &[8, 0, 0, 0, 0, 0, 0, 0])), Class::Other);
+    assert_eq!(
+        h.classify(&packets::tcp(
+            &Net::nodes(),
+            1234,
+            80,
+            b"GET / HTTP/1.1\r\n\r\n"
+        )),
+        Class::Other
+    );
+    assert_eq!(
+        h.classify(&packets::udp(&Net::nodes(), 1234, 53, &[0; 30])),
+        Class::Other
+    );
+    assert_eq!(
+        h.classify(&packets::udp(&Net::nodes(), 4789, 4790, &[0; 30])),
+        Class::Other,
+        "VXLAN is matched on the destination port"
+    );
+    assert_eq!(
+        h.classify(&packets::ip_raw(
+            &Net::nodes(),
+            1,
+            &[8, 0, 0, 0, 0, 0, 0, 0]
+        )),
+        Class::Other
+    );
     let mut arp = vec![0xffu8; 6];
     arp.extend_from_slice(&packets::MAC_A);
     arp.extend_from_slice(&[0x08, 0x06]);
     arp.extend_from_slice(&[0; 28]);
     assert_eq!(h.classify(&arp), Class::Other);
-    assert!(h.flows().is_empty(), "non-overlay traffic takes no flow-table entry");
+    assert!(
+        h.flows().is_empty(),
+        "non-overlay traffic takes no flow-table entry"
+    );
 }
 
 #[test]
@@ -150,15 +213,27 @@ fn vxlan_under_vlan_tags_and_ipv6() {
         Net::v6("2001:db8::1", "2001:db8::2"),
         Net::v6("2001:db8::1", "2001:db8::2").with_vlans(2),
     ] {
-        assert_eq!(h.classify(&packets::vxlan(&outer, 4789, 77, &inner)), Class::Vxlan, "{outer:?}");
+        assert_eq!(
+            h.classify(&packets::vxlan(&outer, 4789, 77, &inner)),
+            Class::Vxlan,
+            "{outer:?}"
+        );
     }
     let inner6 = packets::udp(&Net::v6("fd00::2", "fd00::3"), 5000, 6000, b"data");
-    assert_eq!(h.classify(&packets::vxlan(&Net::nodes(), 4789, 78, &inner6)), Class::Vxlan);
+    assert_eq!(
+        h.classify(&packets::vxlan(&Net::nodes(), 4789, 78, &inner6)),
+        Class::Vxlan
+    );
     let flows = h.flows();
-    let f6 = flows.iter().find(|f| f.vni == Some(78)).expect("inner IPv6 flow");
+    let f6 = flows
+        .iter()
+        .find(|f| f.vni == Some(78))
+        .expect("inner IPv6 flow");
     assert_eq!(f6.inner_src, Some("fd00::2".parse().expect("addr")));
     assert_eq!(f6.inner_dport, Some(6000));
-    assert!(flows.iter().any(|f| f.outer_src == Some("2001:db8::1".parse().expect("addr"))));
+    assert!(flows
+        .iter()
+        .any(|f| f.outer_src == Some("2001:db8::1".parse().expect("addr"))));
 }
 
 #[test]
@@ -171,7 +246,12 @@ fn ipv6_extension_headers_are_skipped() {
     let mut udp_payload = vx.to_vec();
     udp_payload.extend_from_slice(&inner);
     let udp = {
-        let full = packets::udp(&Net::v6("2001:db8::1", "2001:db8::2"), 49152, 4789, &udp_payload);
+        let full = packets::udp(
+            &Net::v6("2001:db8::1", "2001:db8::2"),
+            49152,
+            4789,
+            &udp_payload,
+        );
         full[14 + 40..].to_vec()
     };
     let mut ext = vec![60u8, 0, 1, 4, 0, 0, 0, 0]; // HBH -> dest opts, PadN
@@ -193,33 +273,80 @@ fn custom_data_path_ports() {
         ..Options::default()
     });
     let inner = packets::udp(&Net::containers(), 1, 2, b"x");
-    assert_eq!(h.classify(&packets::vxlan(&Net::nodes(), 7777, 1, &inner)), Class::Vxlan);
-    assert_eq!(h.classify(&packets::vxlan(&Net::nodes(), 4789, 1, &inner)), Class::Vxlan);
-    assert_eq!(h.classify(&packets::vxlan(&Net::nodes(), 8472, 1, &inner)), Class::Other);
+    assert_eq!(
+        h.classify(&packets::vxlan(&Net::nodes(), 7777, 1, &inner)),
+        Class::Vxlan
+    );
+    assert_eq!(
+        h.classify(&packets::vxlan(&Net::nodes(), 4789, 1, &inner)),
+        Class::Vxlan
+    );
+    assert_eq!(
+        h.classify(&packets::vxlan(&Net::nodes(), 8472, 1, &inner)),
+        Class::Other
+    );
 
     let mut only = Harness::new(Options {
         data_path_ports: vec![7777],
         ..Options::default()
     });
-    assert_eq!(only.classify(&packets::vxlan(&Net::nodes(), 4789, 1, &inner)), Class::Other, "4789 is not watched when another port is configured");
+    assert_eq!(
+        only.classify(&packets::vxlan(&Net::nodes(), 4789, 1, &inner)),
+        Class::Other,
+        "4789 is not watched when another port is configured"
+    );
 }
 
 #[test]
 fn esp_and_esp_in_udp_and_ike() {
     require_root!();
     let mut h = Harness::default();
-    assert_eq!(h.classify(&packets::esp(&Net::nodes(), 0xc0ffee01, 7)), Class::Esp);
-    assert_eq!(h.classify(&packets::esp(&Net::v6("2001:db8::1", "2001:db8::2"), 0xc0ffee02, 1)), Class::Esp);
-    assert_eq!(h.classify(&packets::esp_in_udp(&Net::nodes(), 0xc0ffee03, 9)), Class::Esp);
-    assert_eq!(h.classify(&packets::ike_on_4500(&Net::nodes())), Class::Other, "IKE carries the non-ESP marker");
-    assert_eq!(h.classify(&packets::udp(&Net::nodes(), 4500, 4500, &[0xff])), Class::Other, "NAT-T keepalive");
-    assert_eq!(h.classify(&packets::udp(&Net::nodes(), 500, 500, &[1; 40])), Class::Other, "IKE on 500");
+    assert_eq!(
+        h.classify(&packets::esp(&Net::nodes(), 0xc0ffee01, 7)),
+        Class::Esp
+    );
+    assert_eq!(
+        h.classify(&packets::esp(
+            &Net::v6("2001:db8::1", "2001:db8::2"),
+            0xc0ffee02,
+            1
+        )),
+        Class::Esp
+    );
+    assert_eq!(
+        h.classify(&packets::esp_in_udp(&Net::nodes(), 0xc0ffee03, 9)),
+        Class::Esp
+    );
+    assert_eq!(
+        h.classify(&packets::ike_on_4500(&Net::nodes())),
+        Class::Other,
+        "IKE carries the non-ESP marker"
+    );
+    assert_eq!(
+        h.classify(&packets::udp(&Net::nodes(), 4500, 4500, &[0xff])),
+        Class::Other,
+        "NAT-T keepalive"
+    );
+    assert_eq!(
+        h.classify(&packets::udp(&Net::nodes(), 500, 500, &[1; 40])),
+        Class::Other,
+        "IKE on 500"
+    );
     let flows = h.flows();
     assert_eq!(flows.len(), 3);
-    let f = flows.iter().find(|f| f.spi == Some(0xc0ffee01)).expect("ESP flow");
-    assert_eq!((f.class, f.esp_seq, f.esp_in_udp), ("esp", Some(7), Some(false)));
+    let f = flows
+        .iter()
+        .find(|f| f.spi == Some(0xc0ffee01))
+        .expect("ESP flow");
+    assert_eq!(
+        (f.class, f.esp_seq, f.esp_in_udp),
+        ("esp", Some(7), Some(false))
+    );
     assert_eq!(f.inner_src, None, "ESP hides the inner packet");
-    let f = flows.iter().find(|f| f.spi == Some(0xc0ffee03)).expect("ESP-in-UDP flow");
+    let f = flows
+        .iter()
+        .find(|f| f.spi == Some(0xc0ffee03))
+        .expect("ESP-in-UDP flow");
     assert_eq!((f.esp_seq, f.esp_in_udp), (Some(9), Some(true)));
 }
 
@@ -227,30 +354,64 @@ fn esp_and_esp_in_udp_and_ike() {
 fn http_requests_and_responses() {
     require_root!();
     let mut h = Harness::default();
-    let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+    let methods = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
     for m in methods {
         let req = format!("{m} /x HTTP/1.1\r\nHost: web\r\n\r\n");
-        assert_eq!(h.classify(&http_in_vxlan(100, req.as_bytes())), Class::Vxlan);
+        assert_eq!(
+            h.classify(&http_in_vxlan(100, req.as_bytes())),
+            Class::Vxlan
+        );
     }
     let resp = |status: &str| {
-        let inner = packets::tcp(&Net::containers().reversed(), 80, 40000, format!("HTTP/1.1 {status}\r\n\r\n").as_bytes());
+        let inner = packets::tcp(
+            &Net::containers().reversed(),
+            80,
+            40000,
+            format!("HTTP/1.1 {status}\r\n\r\n").as_bytes(),
+        );
         packets::vxlan(&Net::nodes().reversed(), 4789, 100, &inner)
     };
-    for s in ["200 OK", "201 Created", "301 Moved", "404 Not Found", "503 Busy", "99 odd"] {
+    for s in [
+        "200 OK",
+        "201 Created",
+        "301 Moved",
+        "404 Not Found",
+        "503 Busy",
+        "99 odd",
+    ] {
         assert_eq!(h.classify(&resp(s)), Class::Vxlan);
     }
     // Not HTTP: no space after the method, lower case, a TLS ClientHello on
     // port 80, a method in the middle of the payload.
-    for p in [&b"GETX / HTTP/1.1\r\n"[..], b"get / HTTP/1.1\r\n", &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03][..], b"xx GET / HTTP/1.1"] {
+    for p in [
+        &b"GETX / HTTP/1.1\r\n"[..],
+        b"get / HTTP/1.1\r\n",
+        &[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ][..],
+        b"xx GET / HTTP/1.1",
+    ] {
         assert_eq!(h.classify(&http_in_vxlan(100, p)), Class::Vxlan);
     }
     let flows = h.flows();
-    let client = flows.iter().find(|f| f.inner_dport == Some(80)).expect("client flow");
+    let client = flows
+        .iter()
+        .find(|f| f.inner_dport == Some(80))
+        .expect("client flow");
     for m in methods {
-        assert_eq!(client.http_requests.get(m), Some(&2), "{m}: TC and XDP each count it");
+        assert_eq!(
+            client.http_requests.get(m),
+            Some(&2),
+            "{m}: TC and XDP each count it"
+        );
     }
     assert_eq!(client.http_requests.values().sum::<u64>(), 18);
-    let server = flows.iter().find(|f| f.inner_sport == Some(80)).expect("server flow");
+    let server = flows
+        .iter()
+        .find(|f| f.inner_sport == Some(80))
+        .expect("server flow");
     assert_eq!(server.http_responses.get("2xx"), Some(&4));
     assert_eq!(server.http_responses.get("3xx"), Some(&2));
     assert_eq!(server.http_responses.get("4xx"), Some(&2));
@@ -274,7 +435,11 @@ fn patterns_are_found_in_plaintext_payloads() {
     assert_eq!(h.classify(&http_in_vxlan(9, &late)), Class::Vxlan);
     // In ESP nothing is searched (it is ciphertext).
     assert_eq!(h.classify(&packets::esp(&Net::nodes(), 1, 1)), Class::Esp);
-    let f = h.flows().into_iter().find(|f| f.vni == Some(9)).expect("vxlan flow");
+    let f = h
+        .flows()
+        .into_iter()
+        .find(|f| f.vni == Some(9))
+        .expect("vxlan flow");
     assert_eq!(f.pattern_hits.get("password"), Some(&2));
     assert_eq!(f.pattern_hits.get("HTTP"), Some(&2));
     assert_eq!(f.pattern_hits.get("zzz"), None);
@@ -314,7 +479,13 @@ fn big_tcp_and_jumbo_lengths_are_valid() {
     pkt6[18] = 0;
     pkt6[19] = 0;
     assert_eq!(h.classify(&pkt6), Class::Vxlan);
-    assert_eq!(h.flows().iter().map(|f| f.http_requests.values().sum::<u64>()).sum::<u64>(), 4);
+    assert_eq!(
+        h.flows()
+            .iter()
+            .map(|f| f.http_requests.values().sum::<u64>())
+            .sum::<u64>(),
+        4
+    );
 }
 
 #[test]
@@ -374,7 +545,15 @@ fn malformed_packets_are_counted_not_parsed() {
             p[vx] = 0;
             p
         }),
-        ("inner frame truncated", packets::udp(&Net::nodes(), 49152, 4789, &[0x08, 0, 0, 0, 0, 0, 1, 0, 1, 2, 3])),
+        (
+            "inner frame truncated",
+            packets::udp(
+                &Net::nodes(),
+                49152,
+                4789,
+                &[0x08, 0, 0, 0, 0, 0, 1, 0, 1, 2, 3],
+            ),
+        ),
         ("inner IPv4 IHL below 5", {
             let mut p = good.clone();
             p[inner_ip] = 0x41;
@@ -385,9 +564,15 @@ fn malformed_packets_are_counted_not_parsed() {
             p[inner_tcp + 12] = 0x20;
             p
         }),
-        ("ESP shorter than SPI and sequence", packets::ip_raw(&Net::nodes(), 50, &[1, 2, 3, 4])),
+        (
+            "ESP shorter than SPI and sequence",
+            packets::ip_raw(&Net::nodes(), 50, &[1, 2, 3, 4]),
+        ),
         ("ESP with SPI 0", packets::esp(&Net::nodes(), 0, 5)),
-        ("ESP-in-UDP shorter than SPI and sequence", packets::udp(&Net::nodes(), 4500, 4500, &[1, 2, 3, 4, 5])),
+        (
+            "ESP-in-UDP shorter than SPI and sequence",
+            packets::udp(&Net::nodes(), 4500, 4500, &[1, 2, 3, 4, 5]),
+        ),
         ("IPv6 payload length beyond the packet", {
             let inner = packets::udp(&Net::containers(), 1, 2, b"x");
             let mut p = packets::vxlan(&Net::v6("2001:db8::1", "2001:db8::2"), 4789, 4, &inner);
@@ -469,10 +654,16 @@ fn events_carry_a_redacted_request_line() {
     // TC and XDP each saw the packet: a new flow and a request per run, the
     // flow is new only the first time.
     let kinds: Vec<u8> = got.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, vec![EVENT_NEW_FLOW, EVENT_HTTP_REQUEST, EVENT_HTTP_REQUEST]);
+    assert_eq!(
+        kinds,
+        vec![EVENT_NEW_FLOW, EVENT_HTTP_REQUEST, EVENT_HTTP_REQUEST]
+    );
     let e = &got[1];
     assert_eq!(events::snippet(e), "GET /api/users");
     assert_eq!(e.snippet_truncated, 1, "the query was cut off");
     assert_eq!(e.key.vni_or_spi, 12);
-    assert!(e.snippet[e.snippet_len as usize..].iter().all(|b| *b == 0), "nothing past the cut leaves the kernel");
+    assert!(
+        e.snippet[e.snippet_len as usize..].iter().all(|b| *b == 0),
+        "nothing past the cut leaves the kernel"
+    );
 }

@@ -38,9 +38,18 @@ impl Agent {
     fn start(lab: &TwoHostLab, mode: &str) -> Agent {
         let (ns, dev) = lab.host_a();
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
-        cmd.args(["run", "--iface", dev, "--mode", mode, "--json", "--interval", "1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "run",
+            "--iface",
+            dev,
+            "--mode",
+            mode,
+            "--json",
+            "--interval",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut proc = Process::spawn(cmd).expect("starting netobs");
         let child = proc.child_mut();
         let stdout = child.stdout.take().expect("piped stdout");
@@ -67,7 +76,9 @@ impl Agent {
         loop {
             match self.lines.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) if pred(&l) => return l,
-                Ok(l) if l.starts_with("stderr:") && l.contains("error") => panic!("netobs failed: {l}"),
+                Ok(l) if l.starts_with("stderr:") && l.contains("error") => {
+                    panic!("netobs failed: {l}")
+                }
                 Ok(_) => continue,
                 Err(e) => panic!("waiting for {what}: {e}"),
             }
@@ -92,29 +103,46 @@ impl Agent {
 
 fn counts(v: &Value, dir: &str, class: &str) -> (u64, u64) {
     let c = &v["interfaces"][0][dir][class];
-    (c["packets"].as_u64().expect("packets"), c["bytes"].as_u64().expect("bytes"))
+    (
+        c["packets"].as_u64().expect("packets"),
+        c["bytes"].as_u64().expect("bytes"),
+    )
 }
 
 fn total(v: &Value, dir: &str) -> (u64, u64) {
-    ["vxlan", "esp", "other", "malformed"].iter().fold((0, 0), |(p, b), c| {
-        let (cp, cb) = counts(v, dir, c);
-        (p + cp, b + cb)
-    })
+    ["vxlan", "esp", "other", "malformed"]
+        .iter()
+        .fold((0, 0), |(p, b), c| {
+            let (cp, cb) = counts(v, dir, c);
+            (p + cp, b + cb)
+        })
 }
 
 /// No program of ours left on the interface: no TCX/tc filter, no XDP, no
 /// clsact qdisc.
 fn assert_nothing_attached(lab: &TwoHostLab) {
     let (ns, dev) = lab.host_a();
-    let net = ns.exec(&["bpftool", "net", "show", "dev", dev]).expect("bpftool net");
+    let net = ns
+        .exec(&["bpftool", "net", "show", "dev", dev])
+        .expect("bpftool net");
     let text = String::from_utf8_lossy(&net.stdout);
     assert!(!text.contains("netobs"), "programs left attached:\n{text}");
     let link = ns.ip(&["-d", "link", "show", dev]).expect("ip link");
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "XDP left on {dev}");
-    let qdisc = ns.exec(&["tc", "qdisc", "show", "dev", dev]).expect("tc qdisc");
-    assert!(!String::from_utf8_lossy(&qdisc.stdout).contains("clsact"), "clsact qdisc left on {dev}");
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "XDP left on {dev}"
+    );
+    let qdisc = ns
+        .exec(&["tc", "qdisc", "show", "dev", dev])
+        .expect("tc qdisc");
+    assert!(
+        !String::from_utf8_lossy(&qdisc.stdout).contains("clsact"),
+        "clsact qdisc left on {dev}"
+    );
     for hook in ["ingress", "egress"] {
-        let f = ns.exec(&["tc", "filter", "show", "dev", dev, hook]).expect("tc filter");
+        let f = ns
+            .exec(&["tc", "filter", "show", "dev", dev, hook])
+            .expect("tc filter");
         assert!(f.stdout.is_empty(), "tc filter left on {dev} {hook}");
     }
 }
@@ -122,7 +150,9 @@ fn assert_nothing_attached(lab: &TwoHostLab) {
 fn lab_counts_exactly(mode: &str) {
     let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
     let (a, dev_a) = lab.host_a();
-    let server_addr: SocketAddr = format!("{}:{HTTP_PORT}", lab::OVERLAY_B).parse().expect("addr");
+    let server_addr: SocketAddr = format!("{}:{HTTP_PORT}", lab::OVERLAY_B)
+        .parse()
+        .expect("addr");
     let server = HttpServer::start(&lab.b, server_addr).expect("HTTP server");
     let injector = EspInjector::new(&lab.b).expect("ESP injector");
 
@@ -131,19 +161,36 @@ fn lab_counts_exactly(mode: &str) {
     let vx_before = link::stats(a, lab::OVERLAY_DEV).expect("vxlan stats");
 
     for m in METHODS {
-        let status = http_request(a, server_addr, m, "/index.html?user=alice").expect("HTTP request");
+        let status =
+            http_request(a, server_addr, m, "/index.html?user=alice").expect("HTTP request");
         assert_eq!(status, 200);
     }
-    udp_send(a, format!("{}:9999", lab::OVERLAY_B).parse().expect("addr"), UDP_DATAGRAMS, 200).expect("UDP");
+    udp_send(
+        a,
+        format!("{}:9999", lab::OVERLAY_B).parse().expect("addr"),
+        UDP_DATAGRAMS,
+        200,
+    )
+    .expect("UDP");
     let sa = EspSa::new(0xd0c0_0001, [0x42; 16], [9, 9, 9, 9]);
     let inner = &packets::udp(&Net::containers(), 5000, 6000, b"secret payload")[14..];
     let node_a: Ipv4Addr = lab::UNDERLAY_A.parse().expect("addr");
     for seq in 1..=ESP_PACKETS {
-        injector.send_esp(node_a, &sa.seal(seq, inner, NEXT_HEADER_IPV4).expect("seal")).expect("ESP");
+        injector
+            .send_esp(
+                node_a,
+                &sa.seal(seq, inner, NEXT_HEADER_IPV4).expect("seal"),
+            )
+            .expect("ESP");
     }
     let sa_udp = EspSa::new(0xd0c0_0002, [0x43; 16], [8, 8, 8, 8]);
     for seq in 1..=ESP_IN_UDP_PACKETS {
-        injector.send_esp_in_udp(node_a, &sa_udp.seal(seq, inner, NEXT_HEADER_IPV4).expect("seal")).expect("ESP-in-UDP");
+        injector
+            .send_esp_in_udp(
+                node_a,
+                &sa_udp.seal(seq, inner, NEXT_HEADER_IPV4).expect("seal"),
+            )
+            .expect("ESP-in-UDP");
     }
     for _ in 0..IKE_PACKETS {
         injector.send_ike(node_a).expect("IKE");
@@ -159,15 +206,41 @@ fn lab_counts_exactly(mode: &str) {
     // from the network header, 14 fewer per frame than went on the wire.
     let rx_packets = link_after.rx_packets - link_before.rx_packets;
     let rx_bytes = link_after.rx_bytes - link_before.rx_bytes;
-    let rx_frame_bytes = if mode == "xdp" { rx_bytes + ETH_HLEN * rx_packets } else { rx_bytes };
-    assert_eq!(total(&v, "ingress"), (rx_packets, rx_frame_bytes), "ingress totals vs link counters");
-    assert_eq!(total(&v, "egress"), (link_after.tx_packets - link_before.tx_packets, link_after.tx_bytes - link_before.tx_bytes), "egress totals vs link counters");
+    let rx_frame_bytes = if mode == "xdp" {
+        rx_bytes + ETH_HLEN * rx_packets
+    } else {
+        rx_bytes
+    };
+    assert_eq!(
+        total(&v, "ingress"),
+        (rx_packets, rx_frame_bytes),
+        "ingress totals vs link counters"
+    );
+    assert_eq!(
+        total(&v, "egress"),
+        (
+            link_after.tx_packets - link_before.tx_packets,
+            link_after.tx_bytes - link_before.tx_bytes
+        ),
+        "egress totals vs link counters"
+    );
     // VXLAN: exactly what the kernel's VXLAN device sent and received.
-    assert_eq!(counts(&v, "egress", "vxlan").0, vx_after.tx_packets - vx_before.tx_packets, "VXLAN out");
-    assert_eq!(counts(&v, "ingress", "vxlan").0, vx_after.rx_packets - vx_before.rx_packets, "VXLAN in");
+    assert_eq!(
+        counts(&v, "egress", "vxlan").0,
+        vx_after.tx_packets - vx_before.tx_packets,
+        "VXLAN out"
+    );
+    assert_eq!(
+        counts(&v, "ingress", "vxlan").0,
+        vx_after.rx_packets - vx_before.rx_packets,
+        "VXLAN in"
+    );
     assert!(counts(&v, "egress", "vxlan").0 >= (METHODS.len() * 3 + UDP_DATAGRAMS) as u64);
     // ESP: exactly the packets injected.
-    assert_eq!(counts(&v, "ingress", "esp").0, (ESP_PACKETS + ESP_IN_UDP_PACKETS) as u64);
+    assert_eq!(
+        counts(&v, "ingress", "esp").0,
+        (ESP_PACKETS + ESP_IN_UDP_PACKETS) as u64
+    );
     assert_eq!(counts(&v, "egress", "esp").0, 0);
     assert_eq!(counts(&v, "ingress", "malformed").0, 0);
     assert_eq!(counts(&v, "egress", "malformed").0, 0);
@@ -209,5 +282,8 @@ fn missing_interface_is_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].contains("netobs-no-such-if0") && lines[0].contains("does not exist"), "{err}");
+    assert!(
+        lines[0].contains("netobs-no-such-if0") && lines[0].contains("does not exist"),
+        "{err}"
+    );
 }

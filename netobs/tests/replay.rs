@@ -23,7 +23,8 @@ struct TempCapture(PathBuf);
 
 impl TempCapture {
     fn write(name: &str, link: DataLink, frames: &[Vec<u8>]) -> TempCapture {
-        let path = std::env::temp_dir().join(format!("netobs-test-{}-{name}.pcap", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("netobs-test-{}-{name}.pcap", std::process::id()));
         let file = File::create(&path).expect("creating the capture");
         let header = PcapHeader {
             datalink: link,
@@ -32,7 +33,8 @@ impl TempCapture {
         let mut w = PcapWriter::with_header(file, header).expect("pcap header");
         for (i, f) in frames.iter().enumerate() {
             let ts = Duration::from_micros(1_700_000_000_000_000 + i as u64);
-            w.write_packet(&PcapPacket::new(ts, f.len() as u32, f)).expect("pcap record");
+            w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+                .expect("pcap record");
         }
         TempCapture(path)
     }
@@ -53,16 +55,37 @@ fn netobs() -> Command {
 }
 
 fn replay_json(path: &Path, extra: &[&str]) -> Value {
-    let out = netobs().arg("replay").arg("--json").args(extra).arg(path).output().expect("running netobs");
-    assert!(out.status.success(), "netobs replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = netobs()
+        .arg("replay")
+        .arg("--json")
+        .args(extra)
+        .arg(path)
+        .output()
+        .expect("running netobs");
+    assert!(
+        out.status.success(),
+        "netobs replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("replay --json prints one JSON object")
 }
 
 /// Lines of tcpdump's own decoding of `path` that contain `needle`.
 fn tcpdump_count(path: &Path, needle: &str) -> u64 {
-    let out = Command::new("tcpdump").args(["-nn", "-r"]).arg(path).output().expect("running tcpdump (apt-get install tcpdump)");
-    assert!(out.status.success(), "tcpdump failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(needle)).count() as u64
+    let out = Command::new("tcpdump")
+        .args(["-nn", "-r"])
+        .arg(path)
+        .output()
+        .expect("running tcpdump (apt-get install tcpdump)");
+    assert!(
+        out.status.success(),
+        "tcpdump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count() as u64
 }
 
 fn http(method: &str, vni: u32, outer: &Net) -> Vec<u8> {
@@ -77,8 +100,23 @@ fn clean_traffic() -> Vec<Vec<u8>> {
     let mut f = Vec::new();
     for i in 0..5 {
         f.push(http("GET", 4097, &Net::nodes()));
-        f.push(packets::vxlan(&Net::nodes().reversed(), 4789, 4097, &packets::tcp(&Net::containers().reversed(), 80, 41000, b"HTTP/1.1 200 OK\r\n\r\n")));
-        f.push(packets::vxlan(&v6, 4789, 4098, &packets::udp(&Net::containers(), 5000, 53, &[i; 20])));
+        f.push(packets::vxlan(
+            &Net::nodes().reversed(),
+            4789,
+            4097,
+            &packets::tcp(
+                &Net::containers().reversed(),
+                80,
+                41000,
+                b"HTTP/1.1 200 OK\r\n\r\n",
+            ),
+        ));
+        f.push(packets::vxlan(
+            &v6,
+            4789,
+            4098,
+            &packets::udp(&Net::containers(), 5000, 53, &[i; 20]),
+        ));
     }
     f.push(http("POST", 4099, &Net::nodes().with_vlans(1)));
     for seq in 1..=4 {
@@ -87,7 +125,12 @@ fn clean_traffic() -> Vec<Vec<u8>> {
     }
     f.push(packets::esp(&v6, 0x1000_0003, 1));
     for _ in 0..3 {
-        f.push(packets::tcp(&Net::nodes(), 2377, 50000, b"swarm control plane"));
+        f.push(packets::tcp(
+            &Net::nodes(),
+            2377,
+            50000,
+            b"swarm control plane",
+        ));
         f.push(packets::ike_on_4500(&Net::nodes()));
     }
     f
@@ -113,10 +156,20 @@ fn replay_counts_match_construction_and_tcpdump() {
     let flows = r["flows"].as_array().expect("flows");
     let esp_flows: Vec<&Value> = flows.iter().filter(|f| f["class"] == "esp").collect();
     assert_eq!(esp_flows.len(), 3, "one flow per SPI and address pair");
-    assert!(esp_flows.iter().any(|f| f["spi"] == 0x1000_0002 && f["esp_in_udp"] == true && f["esp_seq"] == 4));
+    assert!(esp_flows
+        .iter()
+        .any(|f| f["spi"] == 0x1000_0002 && f["esp_in_udp"] == true && f["esp_seq"] == 4));
     // tcpdump decodes the same file on its own.
-    assert_eq!(tcpdump_count(cap.path(), "VXLAN"), 16, "tcpdump's VXLAN count");
-    assert_eq!(tcpdump_count(cap.path(), "ESP(spi="), 9, "tcpdump's ESP count");
+    assert_eq!(
+        tcpdump_count(cap.path(), "VXLAN"),
+        16,
+        "tcpdump's VXLAN count"
+    );
+    assert_eq!(
+        tcpdump_count(cap.path(), "ESP(spi="),
+        9,
+        "tcpdump's ESP count"
+    );
 }
 
 #[test]
@@ -149,10 +202,17 @@ fn replay_counts_malformed_packets_and_other_link_types() {
         .collect();
     let cap = TempCapture::write("sll", DataLink::LINUX_SLL, &sll);
     let r = replay_json(cap.path(), &[]);
-    assert_eq!((r["classes"]["vxlan"].as_u64(), r["classes"]["esp"].as_u64()), (Some(16), Some(9)));
+    assert_eq!(
+        (r["classes"]["vxlan"].as_u64(), r["classes"]["esp"].as_u64()),
+        (Some(16), Some(9))
+    );
 
     // 802.11 frames are not guessed at: counted as skipped.
-    let cap = TempCapture::write("wifi", DataLink::IEEE802_11, &[vec![0u8; 40], vec![0u8; 40]]);
+    let cap = TempCapture::write(
+        "wifi",
+        DataLink::IEEE802_11,
+        &[vec![0u8; 40], vec![0u8; 40]],
+    );
     let r = replay_json(cap.path(), &[]);
     assert_eq!(r["packets"], 0);
     assert_eq!(r["skipped"]["unsupported_link_type"], 2);
@@ -161,10 +221,21 @@ fn replay_counts_malformed_packets_and_other_link_types() {
 #[test]
 fn replay_honours_data_path_ports_and_patterns() {
     require_root!();
-    let inner = packets::tcp(&Net::containers(), 41000, 8080, b"GET /login?user=x HTTP/1.1\r\n\r\n");
-    let frames = vec![packets::vxlan(&Net::nodes(), 7789, 11, &inner), packets::vxlan(&Net::nodes(), 4789, 12, &inner)];
+    let inner = packets::tcp(
+        &Net::containers(),
+        41000,
+        8080,
+        b"GET /login?user=x HTTP/1.1\r\n\r\n",
+    );
+    let frames = vec![
+        packets::vxlan(&Net::nodes(), 7789, 11, &inner),
+        packets::vxlan(&Net::nodes(), 4789, 12, &inner),
+    ];
     let cap = TempCapture::write("ports", DataLink::ETHERNET, &frames);
-    let r = replay_json(cap.path(), &["--data-path-port", "7789", "--pattern", "login"]);
+    let r = replay_json(
+        cap.path(),
+        &["--data-path-port", "7789", "--pattern", "login"],
+    );
     assert_eq!(r["classes"]["vxlan"], 1);
     assert_eq!(r["classes"]["other"], 1);
     assert_eq!(r["vnis"]["11"], 1);
@@ -176,7 +247,11 @@ fn bad_captures_get_one_line_errors() {
     // No privileges needed: the file is checked before anything is loaded.
     let dir = std::env::temp_dir();
     let run = |path: &Path| {
-        let out = netobs().arg("replay").arg(path).output().expect("running netobs");
+        let out = netobs()
+            .arg("replay")
+            .arg(path)
+            .output()
+            .expect("running netobs");
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "must fail on {path:?}");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
@@ -199,7 +274,11 @@ fn truncated_capture_reports_damage_after_the_good_records() {
     let cap = TempCapture::write("truncated", DataLink::ETHERNET, &clean_traffic());
     let bytes = std::fs::read(cap.path()).expect("reading capture");
     std::fs::write(cap.path(), &bytes[..bytes.len() - 30]).expect("truncating capture");
-    let out = netobs().arg("replay").arg(cap.path()).output().expect("running netobs");
+    let out = netobs()
+        .arg("replay")
+        .arg(cap.path())
+        .output()
+        .expect("running netobs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("damaged after 30 records"), "{err}");

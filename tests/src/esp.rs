@@ -75,7 +75,12 @@ impl EspSa {
         let (body, tag) = packet[8 + IV_LEN..].split_at(packet.len() - 8 - IV_LEN - ICV_LEN);
         let mut body = body.to_vec();
         self.cipher()
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce), &packet[..8], &mut body, tag.into())
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&nonce),
+                &packet[..8],
+                &mut body,
+                tag.into(),
+            )
             .map_err(|_| anyhow!("ICV check failed"))?;
         let next = body.pop().context("no trailer")?;
         let pad = body.pop().context("no trailer")? as usize;
@@ -166,7 +171,11 @@ mod tests {
             let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let pkt = sa.seal(42, &payload, NEXT_HEADER_IPV4).expect("seal");
             assert_eq!(&pkt[..4], &0x1234_5678u32.to_be_bytes());
-            assert_eq!((pkt.len() - 8 - IV_LEN - ICV_LEN) % 4, 0, "RFC 4303 alignment");
+            assert_eq!(
+                (pkt.len() - 8 - IV_LEN - ICV_LEN) % 4,
+                0,
+                "RFC 4303 alignment"
+            );
             let (seq, back, next) = sa.open(&pkt).expect("open");
             assert_eq!((seq, back, next), (42, payload, NEXT_HEADER_IPV4));
         }

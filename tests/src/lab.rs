@@ -4,10 +4,7 @@
 //! sent. Used by the integration tests and by `cargo xtask demo`.
 use anyhow::{Context, Result};
 
-use crate::{
-    link,
-    netns::Netns,
-};
+use crate::{link, netns::Netns};
 
 pub const UNDERLAY_DEV_A: &str = "nv-a";
 pub const UNDERLAY_DEV_B: &str = "nv-b";
@@ -62,22 +59,66 @@ impl TwoHostLab {
         let c = self.config;
         link::veth_pair(&self.a, UNDERLAY_DEV_A, &self.b, UNDERLAY_DEV_B)?;
         let hosts = [
-            (&self.a, UNDERLAY_DEV_A, UNDERLAY_A, UNDERLAY_B, MAC_UNDERLAY_A, MAC_UNDERLAY_B, OVERLAY_A, OVERLAY_B, MAC_OVERLAY_A, MAC_OVERLAY_B),
-            (&self.b, UNDERLAY_DEV_B, UNDERLAY_B, UNDERLAY_A, MAC_UNDERLAY_B, MAC_UNDERLAY_A, OVERLAY_B, OVERLAY_A, MAC_OVERLAY_B, MAC_OVERLAY_A),
+            (
+                &self.a,
+                UNDERLAY_DEV_A,
+                UNDERLAY_A,
+                UNDERLAY_B,
+                MAC_UNDERLAY_A,
+                MAC_UNDERLAY_B,
+                OVERLAY_A,
+                OVERLAY_B,
+                MAC_OVERLAY_A,
+                MAC_OVERLAY_B,
+            ),
+            (
+                &self.b,
+                UNDERLAY_DEV_B,
+                UNDERLAY_B,
+                UNDERLAY_A,
+                MAC_UNDERLAY_B,
+                MAC_UNDERLAY_A,
+                OVERLAY_B,
+                OVERLAY_A,
+                MAC_OVERLAY_B,
+                MAC_OVERLAY_A,
+            ),
         ];
-        for (ns, dev, local, remote, mac, peer_mac, ov_local, ov_remote, ov_mac, ov_peer_mac) in hosts {
+        for (ns, dev, local, remote, mac, peer_mac, ov_local, ov_remote, ov_mac, ov_peer_mac) in
+            hosts
+        {
             // No router solicitations or MLD reports: only test traffic.
             ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
             ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
             ns.ip(&["link", "set", dev, "address", mac])?;
             link::add_addr(ns, dev, &format!("{local}/24"))?;
             link::set_up(ns, dev)?;
-            ns.ip(&["neigh", "replace", remote, "lladdr", peer_mac, "dev", dev, "nud", "permanent"])?;
+            ns.ip(&[
+                "neigh",
+                "replace",
+                remote,
+                "lladdr",
+                peer_mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])?;
             link::vxlan(ns, OVERLAY_DEV, c.vni, local, remote, c.port, dev)?;
             ns.ip(&["link", "set", OVERLAY_DEV, "address", ov_mac])?;
             link::add_addr(ns, OVERLAY_DEV, &format!("{ov_local}/24"))?;
             link::set_up(ns, OVERLAY_DEV)?;
-            ns.ip(&["neigh", "replace", ov_remote, "lladdr", ov_peer_mac, "dev", OVERLAY_DEV, "nud", "permanent"])?;
+            ns.ip(&[
+                "neigh",
+                "replace",
+                ov_remote,
+                "lladdr",
+                ov_peer_mac,
+                "dev",
+                OVERLAY_DEV,
+                "nud",
+                "permanent",
+            ])?;
             for d in [dev, OVERLAY_DEV] {
                 link::set_offloads(ns, d, c.offloads)?;
             }
@@ -108,7 +149,9 @@ impl Process {
 
     /// The running child, for its pipes.
     pub fn child_mut(&mut self) -> &mut std::process::Child {
-        self.child.as_mut().expect("a Process holds its child until stopped")
+        self.child
+            .as_mut()
+            .expect("a Process holds its child until stopped")
     }
 
     pub fn pid(&self) -> Option<u32> {

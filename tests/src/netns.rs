@@ -55,7 +55,9 @@ impl Netns {
     /// (`ip netns exec` remounts /sys, which hides bpffs and cgroups).
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path().display())).arg("--").arg(program);
+        c.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
         c
     }
 
@@ -77,7 +79,8 @@ impl Netns {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let file = File::open(self.path()).with_context(|| format!("opening {}", self.path().display()))?;
+        let file = File::open(self.path())
+            .with_context(|| format!("opening {}", self.path().display()))?;
         let handle = std::thread::spawn(move || -> Result<R> {
             // SAFETY: a valid namespace fd; setns only affects this thread.
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -97,7 +100,10 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Processes still inside keep the namespace alive; ours are gone by now.
         if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
-            eprintln!("netobs lab: could not delete namespace {}: {e:#}", self.name);
+            eprintln!(
+                "netobs lab: could not delete namespace {}: {e:#}",
+                self.name
+            );
         }
     }
 }
@@ -114,7 +120,11 @@ pub fn cleanup_stale() {
         if !name.starts_with("netobs-") {
             continue;
         }
-        let pid = name.split('-').rev().nth(1).and_then(|p| p.parse::<u32>().ok());
+        let pid = name
+            .split('-')
+            .rev()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|p| PathBuf::from(format!("/proc/{p}")).exists());
         if !alive {
             let _ = run(Command::new("ip").args(["netns", "del", name]));

@@ -67,14 +67,20 @@ fn ip_step(net: &Net) -> PacketBuilderStep<IpHeaders> {
     let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
     match (net.src, net.dst, net.vlans) {
         (IpAddr::V4(s), IpAddr::V4(d), 0) => eth.ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V4(s), IpAddr::V4(d), 1) => eth.single_vlan(vlan(100)).ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V4(s), IpAddr::V4(d), 1) => {
+            eth.single_vlan(vlan(100)).ipv4(s.octets(), d.octets(), 64)
+        }
         (IpAddr::V4(s), IpAddr::V4(d), _) => {
-            eth.double_vlan(vlan(100), vlan(200)).ipv4(s.octets(), d.octets(), 64)
+            eth.double_vlan(vlan(100), vlan(200))
+                .ipv4(s.octets(), d.octets(), 64)
         }
         (IpAddr::V6(s), IpAddr::V6(d), 0) => eth.ipv6(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d), 1) => eth.single_vlan(vlan(100)).ipv6(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d), 1) => {
+            eth.single_vlan(vlan(100)).ipv6(s.octets(), d.octets(), 64)
+        }
         (IpAddr::V6(s), IpAddr::V6(d), _) => {
-            eth.double_vlan(vlan(100), vlan(200)).ipv6(s.octets(), d.octets(), 64)
+            eth.double_vlan(vlan(100), vlan(200))
+                .ipv6(s.octets(), d.octets(), 64)
         }
         _ => panic!("source and destination of a Net must be the same family"),
     }
@@ -108,7 +114,8 @@ pub fn tcp_syn(net: &Net, sport: u16, dport: u16) -> Vec<u8> {
 pub fn ip_raw(net: &Net, proto: u8, payload: &[u8]) -> Vec<u8> {
     let b = ip_step(net);
     let mut out = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut out, IpNumber(proto), payload).expect("writing an IP packet");
+    b.write(&mut out, IpNumber(proto), payload)
+        .expect("writing an IP packet");
     out
 }
 

@@ -2,7 +2,11 @@
 
 /// Effective capabilities the lab needs: CAP_NET_ADMIN (12), CAP_SYS_ADMIN
 /// (21), CAP_BPF (39).
-const NEEDED: [(u32, &str); 3] = [(12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN"), (39, "CAP_BPF")];
+const NEEDED: [(u32, &str); 3] = [
+    (12, "CAP_NET_ADMIN"),
+    (21, "CAP_SYS_ADMIN"),
+    (39, "CAP_BPF"),
+];
 
 fn effective_caps() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -25,7 +25,9 @@ pub struct HttpServer {
 impl HttpServer {
     pub fn start(ns: &Netns, addr: SocketAddr) -> Result<HttpServer> {
         let listener = ns.run_in(move || TcpListener::bind(addr))??;
-        listener.set_nonblocking(true).context("non-blocking listener")?;
+        listener
+            .set_nonblocking(true)
+            .context("non-blocking listener")?;
         let stop = Arc::new(AtomicBool::new(false));
         let methods = Arc::new(Mutex::new(Vec::new()));
         let (s, m) = (stop.clone(), methods.clone());
@@ -89,7 +91,8 @@ impl Drop for HttpServer {
 pub fn http_request(ns: &Netns, to: SocketAddr, method: &str, path: &str) -> Result<u16> {
     let req = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n");
     let resp = ns.run_in(move || -> Result<Vec<u8>> {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connecting")?;
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connecting")?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         s.write_all(req.as_bytes())?;
         let mut out = Vec::new();

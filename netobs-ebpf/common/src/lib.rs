@@ -51,7 +51,8 @@ pub enum Class {
 pub const CLASS_COUNT: usize = 4;
 
 impl Class {
-    pub const ALL: [Class; CLASS_COUNT] = [Class::Other, Class::Vxlan, Class::Esp, Class::Malformed];
+    pub const ALL: [Class; CLASS_COUNT] =
+        [Class::Other, Class::Vxlan, Class::Esp, Class::Malformed];
 
     pub const fn name(self) -> &'static str {
         match self {

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::datapath::{Options, DEFAULT_FLOW_TABLE_SIZE};
 
 #[derive(Debug, Parser)]
-#[command(name = "netobs", version, about = "See Docker Swarm overlay traffic: VXLAN or ESP, and HTTP in clear")]
+#[command(
+    name = "netobs",
+    version,
+    about = "See Docker Swarm overlay traffic: VXLAN or ESP, and HTTP in clear"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +50,11 @@ impl DatapathArgs {
         if !self.data_path_ports.is_empty() {
             o.data_path_ports = self.data_path_ports.clone();
         }
-        o.patterns = self.patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+        o.patterns = self
+            .patterns
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
         o.flow_table_size = self.flow_table_size;
         o
     }
@@ -70,4 +78,3 @@ pub fn main() -> ExitCode {
         }
     }
 }
-

@@ -38,7 +38,15 @@ pub fn human_bytes(b: u64) -> String {
 
 pub fn totals(s: &Snapshot, last: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}", if last { "== final totals (packets/bytes) ==" } else { "-- totals (packets/bytes) --" });
+    let _ = writeln!(
+        out,
+        "{}",
+        if last {
+            "== final totals (packets/bytes) =="
+        } else {
+            "-- totals (packets/bytes) --"
+        }
+    );
     for i in &s.interfaces {
         let _ = writeln!(out, "{:<12} ingress  {}", i.iface, class_line(&i.ingress));
         let _ = writeln!(out, "{:<12} egress   {}", "", class_line(&i.egress));
@@ -109,8 +117,21 @@ pub fn replay(r: &ReplayReport) -> String {
         );
     }
     let vnis: Vec<String> = r.vnis.iter().map(|(v, n)| format!("{v}:{n}")).collect();
-    let _ = writeln!(out, "VNIs: {}", if vnis.is_empty() { "none".into() } else { vnis.join(" ") });
-    let methods: Vec<String> = r.http.methods.iter().map(|(m, n)| format!("{m}:{n}")).collect();
+    let _ = writeln!(
+        out,
+        "VNIs: {}",
+        if vnis.is_empty() {
+            "none".into()
+        } else {
+            vnis.join(" ")
+        }
+    );
+    let methods: Vec<String> = r
+        .http
+        .methods
+        .iter()
+        .map(|(m, n)| format!("{m}:{n}"))
+        .collect();
     let _ = writeln!(
         out,
         "HTTP in clear: {} requests [{}], {} responses",
@@ -152,7 +173,11 @@ pub fn event(e: &Event, clock: &Clock, as_json: bool) -> String {
             v.id(),
             v.inner(),
             snippet(e),
-            if e.snippet_truncated != 0 { " (cut)" } else { "" }
+            if e.snippet_truncated != 0 {
+                " (cut)"
+            } else {
+                ""
+            }
         )
     } else {
         format!("flow  vni {} {} (new plaintext flow)", v.id(), v.inner())

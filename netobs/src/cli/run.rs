@@ -94,7 +94,10 @@ async fn agent(args: RunArgs) -> Result<ExitCode> {
     let mut atts = Vec::new();
     for iface in &args.ifaces {
         let att = dp.attach(iface, args.mode)?;
-        log::info!("watching {iface}: ingress by {}, egress by tc", att.ingress());
+        log::info!(
+            "watching {iface}: ingress by {}, egress by tc",
+            att.ingress()
+        );
         atts.push(att);
     }
     let ring = dp.take_events()?;
@@ -140,4 +143,3 @@ async fn drain_events(ring: RingBuf<MapData>, show: bool, json: bool) -> Result<
         guard.clear_ready();
     }
 }
-

@@ -13,7 +13,10 @@ impl Datapath {
         let map = self
             .ebpf_mut()
             .take_map(names::EVENTS)
-            .ok_or(DatapathError::Missing { kind: "map", name: names::EVENTS })?;
+            .ok_or(DatapathError::Missing {
+                kind: "map",
+                name: names::EVENTS,
+            })?;
         RingBuf::try_from(map).map_err(|source| DatapathError::Map {
             name: names::EVENTS,
             source,

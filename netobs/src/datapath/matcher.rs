@@ -153,13 +153,21 @@ mod tests {
     #[test]
     fn rejects_bad_patterns() {
         assert_eq!(compile(&[vec![]]), Err(PatternError::Empty(String::new())));
-        assert!(matches!(compile(&[vec![b'a'; 33]]), Err(PatternError::TooLong(_, 33))));
-        assert_eq!(compile(&vec![b"a".to_vec(); 9]), Err(PatternError::TooMany(9)));
+        assert!(matches!(
+            compile(&[vec![b'a'; 33]]),
+            Err(PatternError::TooLong(_, 33))
+        ));
+        assert_eq!(
+            compile(&vec![b"a".to_vec(); 9]),
+            Err(PatternError::TooMany(9))
+        );
     }
 
     #[test]
     fn full_set_fits_the_kernel_table() {
-        let patterns: Vec<Vec<u8>> = (0..MAX_PATTERNS as u8).map(|i| vec![b'a' + i; 32]).collect();
+        let patterns: Vec<Vec<u8>> = (0..MAX_PATTERNS as u8)
+            .map(|i| vec![b'a' + i; 32])
+            .collect();
         let table = compile(&patterns).expect("valid patterns");
         assert!(table.len() <= netobs_common::MATCHER_ENTRIES);
     }

@@ -54,7 +54,10 @@ pub enum DatapathError {
     )]
     Load(#[source] aya::EbpfError),
     #[error("the eBPF object has no {kind} named {name}: rebuild with `cargo xtask build`")]
-    Missing { kind: &'static str, name: &'static str },
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
     #[error("loading program {name} failed: {source}")]
     Program {
         name: &'static str,
@@ -159,10 +162,11 @@ impl Datapath {
         if !table.is_empty() {
             let mut map: Array<_, u32> = map_mut(&mut ebpf, names::MATCHER)?;
             for (i, entry) in table.iter().enumerate() {
-                map.set(i as u32, entry, 0).map_err(|source| DatapathError::Map {
-                    name: names::MATCHER,
-                    source,
-                })?;
+                map.set(i as u32, entry, 0)
+                    .map_err(|source| DatapathError::Map {
+                        name: names::MATCHER,
+                        source,
+                    })?;
             }
         }
         let mut dp = Datapath {
@@ -180,9 +184,10 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        dp.xdp()?
-            .load()
-            .map_err(|source| DatapathError::Program { name: names::XDP, source })?;
+        dp.xdp()?.load().map_err(|source| DatapathError::Program {
+            name: names::XDP,
+            source,
+        })?;
         Ok(dp)
     }
 
@@ -197,14 +202,20 @@ impl Datapath {
         self.ebpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
-            .ok_or(DatapathError::Missing { kind: "TC program", name })
+            .ok_or(DatapathError::Missing {
+                kind: "TC program",
+                name,
+            })
     }
 
     pub(crate) fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
         self.ebpf
             .program_mut(names::XDP)
             .and_then(|p| p.try_into().ok())
-            .ok_or(DatapathError::Missing { kind: "XDP program", name: names::XDP })
+            .ok_or(DatapathError::Missing {
+                kind: "XDP program",
+                name: names::XDP,
+            })
     }
 
     /// Gives `ifindex` its own counter slot (idempotent).
@@ -219,10 +230,11 @@ impl Datapath {
             .find(|s| !self.slots.values().any(|v| v == s))
             .ok_or(DatapathError::TooManyInterfaces)?;
         let mut map: Array<_, u32> = map_mut(&mut self.ebpf, names::IFACE_SLOTS)?;
-        map.set(ifindex, slot, 0).map_err(|source| DatapathError::Map {
-            name: names::IFACE_SLOTS,
-            source,
-        })?;
+        map.set(ifindex, slot, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::IFACE_SLOTS,
+                source,
+            })?;
         self.slots.insert(ifindex, slot);
         Ok(slot)
     }

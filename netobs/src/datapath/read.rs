@@ -15,10 +15,12 @@ impl Datapath {
         let map: PerCpuArray<_, Counter> = map_ref(self.ebpf(), names::COUNTERS)?;
         let mut out = vec![Counter::default(); COUNTER_SLOTS];
         for (i, slot) in out.iter_mut().enumerate() {
-            let per_cpu = map.get(&(i as u32), 0).map_err(|source| DatapathError::Map {
-                name: names::COUNTERS,
-                source,
-            })?;
+            let per_cpu = map
+                .get(&(i as u32), 0)
+                .map_err(|source| DatapathError::Map {
+                    name: names::COUNTERS,
+                    source,
+                })?;
             for c in per_cpu.iter() {
                 slot.packets += c.packets;
                 slot.bytes += c.bytes;
@@ -32,10 +34,12 @@ impl Datapath {
         let map: PerCpuArray<_, u64> = map_ref(self.ebpf(), names::STATS)?;
         let mut out = [0u64; STAT_COUNT];
         for (i, v) in out.iter_mut().enumerate() {
-            let per_cpu = map.get(&(i as u32), 0).map_err(|source| DatapathError::Map {
-                name: names::STATS,
-                source,
-            })?;
+            let per_cpu = map
+                .get(&(i as u32), 0)
+                .map_err(|source| DatapathError::Map {
+                    name: names::STATS,
+                    source,
+                })?;
             *v = per_cpu.iter().sum();
         }
         Ok(out)

@@ -53,8 +53,16 @@ fn put_u32(ctx: &mut [u8], off: usize, v: u32) {
 fn skb_ctx(p: &RunPacket<'_>) -> [u8; SKB_CTX_SIZE] {
     let mut ctx = [0u8; SKB_CTX_SIZE];
     put_u32(&mut ctx, SKB_CB + 4 * REPLAY_CB_LEN, p.wire_len);
-    put_u32(&mut ctx, SKB_CB + 4 * REPLAY_CB_TS_LO, p.timestamp_ns as u32);
-    put_u32(&mut ctx, SKB_CB + 4 * REPLAY_CB_TS_HI, (p.timestamp_ns >> 32) as u32);
+    put_u32(
+        &mut ctx,
+        SKB_CB + 4 * REPLAY_CB_TS_LO,
+        p.timestamp_ns as u32,
+    );
+    put_u32(
+        &mut ctx,
+        SKB_CB + 4 * REPLAY_CB_TS_HI,
+        (p.timestamp_ns >> 32) as u32,
+    );
     put_u32(&mut ctx, SKB_GSO_SEGS, p.gso_segs);
     ctx
 }
@@ -124,10 +132,12 @@ impl Datapath {
             repeat: repeat.max(1),
             ..TestRunOptions::default()
         };
-        let r = prog.test_run(opts).map_err(|source| DatapathError::Program {
-            name: names::XDP,
-            source,
-        })?;
+        let r = prog
+            .test_run(opts)
+            .map_err(|source| DatapathError::Program {
+                name: names::XDP,
+                source,
+            })?;
         Ok(RunResult {
             return_value: r.return_value,
             duration: r.duration,

@@ -135,8 +135,16 @@ impl Flow {
             esp_in_udp: esp.then_some(k.encap == ENCAP_UDP),
             esp_seq: esp.then_some(v.esp_seq),
             inner_proto: has_inner.then_some(k.inner_proto),
-            inner_src: if has_inner { addr(k.inner_family, &k.inner_src) } else { None },
-            inner_dst: if has_inner { addr(k.inner_family, &k.inner_dst) } else { None },
+            inner_src: if has_inner {
+                addr(k.inner_family, &k.inner_src)
+            } else {
+                None
+            },
+            inner_dst: if has_inner {
+                addr(k.inner_family, &k.inner_dst)
+            } else {
+                None
+            },
             inner_sport: has_ports.then_some(k.inner_sport),
             inner_dport: has_ports.then_some(k.inner_dport),
             packets: v.packets,
@@ -151,7 +159,17 @@ impl Flow {
     }
 
     /// A stable order for flows of equal size.
-    pub fn sort_key(&self) -> (u32, &'static str, &'static str, Option<IpAddr>, Option<IpAddr>, Option<u16>, Option<u16>) {
+    pub fn sort_key(
+        &self,
+    ) -> (
+        u32,
+        &'static str,
+        &'static str,
+        Option<IpAddr>,
+        Option<IpAddr>,
+        Option<u16>,
+        Option<u16>,
+    ) {
         (
             self.vni.or(self.spi).unwrap_or(0),
             self.direction,
@@ -192,7 +210,11 @@ impl FlowKeyView<'_> {
             _ => "-".into(),
         };
         match f.inner_src {
-            Some(_) => format!("{} > {}", ep(f.inner_src, f.inner_sport), ep(f.inner_dst, f.inner_dport)),
+            Some(_) => format!(
+                "{} > {}",
+                ep(f.inner_src, f.inner_sport),
+                ep(f.inner_dst, f.inner_dport)
+            ),
             None => "-".into(),
         }
     }

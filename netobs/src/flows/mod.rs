@@ -155,7 +155,11 @@ impl Snapshot {
             .into_iter()
             .map(|(k, v)| Flow::from_raw(&k, &v, patterns, clock))
             .collect();
-        flows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.sort_key().cmp(&b.sort_key())));
+        flows.sort_by(|a, b| {
+            b.bytes
+                .cmp(&a.bytes)
+                .then_with(|| a.sort_key().cmp(&b.sort_key()))
+        });
         Snapshot {
             interfaces,
             flows,
@@ -185,11 +189,17 @@ impl Snapshot {
     }
 
     pub fn http_requests(&self) -> u64 {
-        self.flows.iter().map(|f| f.http_requests.values().sum::<u64>()).sum()
+        self.flows
+            .iter()
+            .map(|f| f.http_requests.values().sum::<u64>())
+            .sum()
     }
 
     pub fn http_responses(&self) -> u64 {
-        self.flows.iter().map(|f| f.http_responses.values().sum::<u64>()).sum()
+        self.flows
+            .iter()
+            .map(|f| f.http_responses.values().sum::<u64>())
+            .sum()
     }
 
     pub fn http_by_method(&self) -> BTreeMap<&'static str, u64> {

@@ -1,0 +1,63 @@
+//! The kernel programs build with nightly, `-Z build-std=core` and
+//! bpf-linker into `target/ebpf`; the agent embeds that object.
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::{cmd, root, setup};
+
+#[derive(Args, Default)]
+pub struct BuildArgs {
+    /// Build the agent in release mode too
+    #[arg(long)]
+    pub release: bool,
+    /// Compile kernel-side aya-log calls in (they cost on the hot path)
+    #[arg(long)]
+    pub debug_log: bool,
+}
+
+pub fn ebpf_object_path(root: &Path) -> PathBuf {
+    root.join("target/ebpf/bpfel-unknown-none/release/netobs")
+}
+
+/// Builds the eBPF object; returns its path.
+pub fn ebpf(debug_log: bool) -> Result<PathBuf> {
+    let root = root();
+    if !setup::complete() {
+        setup::run(&setup::SetupArgs::default())?;
+    }
+    let mut c = cmd::cargo(Some("nightly"));
+    c.current_dir(root.join("netobs-ebpf"))
+        .args([
+            "build",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--release",
+        ])
+        .arg("--target-dir")
+        .arg(root.join("target/ebpf"));
+    if debug_log {
+        c.args(["--features", "debug-log"]);
+    }
+    cmd::run(&mut c)?;
+    Ok(ebpf_object_path(&root))
+}
+
+/// A cargo command for the userspace workspace, pointed at the object.
+pub fn userspace_cargo(object: &Path) -> std::process::Command {
+    let mut c = cmd::cargo(None);
+    c.current_dir(root()).env("NETOBS_EBPF_OBJECT", object);
+    c
+}
+
+pub fn run(args: &BuildArgs) -> Result<PathBuf> {
+    let object = ebpf(args.debug_log)?;
+    cmd::run(userspace_cargo(&object).args(["build", "--workspace", "--all-targets"]))?;
+    if args.release {
+        cmd::run(userspace_cargo(&object).args(["build", "--release", "-p", "netobs"]))?;
+    }
+    Ok(object)
+}
