@@ -49,11 +49,10 @@ pub fn status_class(head: &[u8; 8], tail: [u8; 4]) -> usize {
 #[inline(always)]
 pub fn redacted_len<const N: usize>(line: &[u8; N], n: usize) -> (usize, bool) {
     let mut spaces = 0;
-    for i in 0..SNIPPET_LEN.min(N) {
+    for (i, &c) in line.iter().enumerate().take(SNIPPET_LEN) {
         if i >= n {
             return (i, false);
         }
-        let c = line[i];
         if c == b' ' {
             spaces += 1;
             if spaces == 2 {

@@ -21,6 +21,9 @@ use crate::{
     verifier::widen,
 };
 
+/// `-EEXIST` from a `BPF_NOEXIST` insert.
+const EEXIST: i32 = -17;
+
 #[inline(always)]
 pub fn observe<P: Packet>(pkt: &P, direction: Direction) {
     let cfg = CONFIG.load();
@@ -92,7 +95,7 @@ fn flow<P: Packet>(pkt: &P, cfg: &Config, key: &FlowKey, meta: &Meta, packets: u
                 fresh.assume_init_mut()
             };
             fresh.first_seen_ns = now;
-            match FLOWS.insert(key, &*fresh, BPF_NOEXIST as u64) {
+            match FLOWS.insert(key, fresh, BPF_NOEXIST as u64) {
                 Ok(()) => {
                     stat(Stat::FlowsCreated);
                     if key.class == Class::Vxlan as u8
@@ -102,7 +105,7 @@ fn flow<P: Packet>(pkt: &P, cfg: &Config, key: &FlowKey, meta: &Meta, packets: u
                     }
                 }
                 // Another CPU inserted it first: fall through to the update.
-                Err(e) if e == -17 => {}
+                Err(EEXIST) => {}
                 Err(_) => {
                     stat(Stat::FlowInsertFailed);
                     return;

@@ -72,8 +72,8 @@ fn serve(mut conn: TcpStream) -> Option<String> {
     }
     let method = String::from_utf8_lossy(&buf).split(' ').next()?.to_owned();
     let body: &[u8] = if method == "HEAD" { b"" } else { b"ok" };
-    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
-    conn.write_all(head.as_bytes()).ok()?;
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n";
+    conn.write_all(head).ok()?;
     conn.write_all(body).ok()?;
     Some(method)
 }

@@ -45,6 +45,17 @@ impl Clock {
     }
 }
 
+/// Identity, direction, class, source, destination and ports of a flow.
+pub type SortKey = (
+    u32,
+    &'static str,
+    &'static str,
+    Option<IpAddr>,
+    Option<IpAddr>,
+    Option<u16>,
+    Option<u16>,
+);
+
 /// One flow-table entry, decoded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Flow {
@@ -159,17 +170,7 @@ impl Flow {
     }
 
     /// A stable order for flows of equal size.
-    pub fn sort_key(
-        &self,
-    ) -> (
-        u32,
-        &'static str,
-        &'static str,
-        Option<IpAddr>,
-        Option<IpAddr>,
-        Option<u16>,
-        Option<u16>,
-    ) {
+    pub fn sort_key(&self) -> SortKey {
         (
             self.vni.or(self.spi).unwrap_or(0),
             self.direction,
