@@ -29,19 +29,25 @@ use crate::packet::{Tc, Xdp};
 // and the packet goes on as if netobs were not there.
 #[classifier]
 pub fn netobs_tc_ingress(ctx: TcContext) -> i32 {
-    record::observe(&Tc::new(&ctx), Direction::Ingress);
+    let _class = record::observe(&Tc::new(&ctx), Direction::Ingress);
+    #[cfg(feature = "debug-log")]
+    aya_log_ebpf::debug!(&ctx, "tc ingress: class {}", _class as u8);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn netobs_tc_egress(ctx: TcContext) -> i32 {
-    record::observe(&Tc::new(&ctx), Direction::Egress);
+    let _class = record::observe(&Tc::new(&ctx), Direction::Egress);
+    #[cfg(feature = "debug-log")]
+    aya_log_ebpf::debug!(&ctx, "tc egress: class {}", _class as u8);
     TC_ACT_UNSPEC
 }
 
 #[xdp]
 pub fn netobs_xdp(ctx: XdpContext) -> u32 {
-    record::observe(&Xdp::new(&ctx), Direction::Ingress);
+    let _class = record::observe(&Xdp::new(&ctx), Direction::Ingress);
+    #[cfg(feature = "debug-log")]
+    aya_log_ebpf::debug!(&ctx, "xdp: class {}", _class as u8);
     xdp_action::XDP_PASS
 }
 

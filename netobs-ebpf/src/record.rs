@@ -25,7 +25,7 @@ use crate::{
 const EEXIST: i32 = -17;
 
 #[inline(always)]
-pub fn observe<P: Packet>(pkt: &P, direction: Direction) {
+pub fn observe<P: Packet>(pkt: &P, direction: Direction) -> Class {
     let cfg = CONFIG.load();
     let mut key = MaybeUninit::<FlowKey>::uninit();
     // SAFETY: zeroed FlowKey is a valid FlowKey (plain integers).
@@ -44,6 +44,7 @@ pub fn observe<P: Packet>(pkt: &P, direction: Direction) {
         key.direction = direction as u8;
         flow(pkt, &cfg, key, &meta, packets, bytes);
     }
+    class
 }
 
 #[inline(always)]

@@ -41,7 +41,10 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}; CI must run privileged tests");
     }
-    eprintln!("SKIPPED {msg}");
+    // Straight to the file descriptor: libtest captures eprintln! of a
+    // passing test, and a skip must be visible.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {msg}");
     false
 }
 

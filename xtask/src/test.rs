@@ -74,11 +74,47 @@ pub fn run(args: &TestArgs) -> Result<()> {
         lint()?;
     }
     run_promtool_checks()?;
-    let result = cmd::run(
+    let result = cargo_test(
         build::userspace_cargo(&object)
             .args(["test", "--workspace"])
             .args(&args.cargo_args),
     );
     netobs_tests::netns::cleanup_stale();
     result
+}
+
+/// Runs `cargo test`, echoing its output, and ends with one total line over
+/// every test binary (cargo prints a line per binary, doc tests last).
+fn cargo_test(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("+ cargo test");
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let num = |what: &str| {
+                    rest.split(';')
+                        .find_map(|part| part.trim().strip_suffix(what))
+                        .and_then(|n| {
+                            n.trim()
+                                .rsplit(' ')
+                                .next()
+                                .and_then(|v| v.parse::<u64>().ok())
+                        })
+                        .unwrap_or(0)
+                };
+                passed += num(" passed");
+                failed += num(" failed");
+                ignored += num(" ignored");
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        anyhow::bail!("cargo test failed ({status})");
+    }
+    Ok(())
 }

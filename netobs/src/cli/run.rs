@@ -102,6 +102,9 @@ async fn agent(args: RunArgs) -> Result<ExitCode> {
     }
     let ring = dp.take_events()?;
     let events = tokio::spawn(drain_events(ring, args.events, args.json));
+    let kernel_log = dp
+        .take_kernel_log()
+        .map(|l| tokio::spawn(forward_kernel_log(l)));
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(args.interval));
@@ -118,6 +121,9 @@ async fn agent(args: RunArgs) -> Result<ExitCode> {
     let last = snapshot(&dp, &atts)?;
     drop(atts);
     events.abort();
+    if let Some(t) = kernel_log {
+        t.abort();
+    }
     print(&args, &last, true);
     log::info!("detached");
     Ok(ExitCode::SUCCESS)
@@ -140,6 +146,18 @@ async fn drain_events(ring: RingBuf<MapData>, show: bool, json: bool) -> Result<
                 println!("{}", render::event(&e, &clock, json));
             }
         }
+        guard.clear_ready();
+    }
+}
+
+/// Kernel-side aya-log records (debug builds of the object only) into our log.
+async fn forward_kernel_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> Result<()> {
+    // SAFETY: the logger owns its descriptor and moves into the AsyncFd.
+    let mut fd = unsafe { AsyncFd::register(logger) }
+        .map_err(|e| anyhow::anyhow!("watching the kernel log: {e}"))?;
+    loop {
+        let mut guard = fd.readable_mut().await.context("waiting for kernel log")?;
+        guard.get_inner_mut().flush();
         guard.clear_ready();
     }
 }

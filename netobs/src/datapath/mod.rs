@@ -147,6 +147,9 @@ pub struct Datapath {
     slots: BTreeMap<u32, u32>,
     /// Loaded for `replay`: see `testrun`.
     replay: bool,
+    /// Kernel-side log records, when the object was built with them
+    /// (`cargo xtask build --debug-log`).
+    kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Datapath {
@@ -169,6 +172,8 @@ impl Datapath {
                     })?;
             }
         }
+        // Before the programs load: they reference the log map.
+        let kernel_log = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let mut dp = Datapath {
             ebpf,
             patterns: opts
@@ -178,6 +183,7 @@ impl Datapath {
                 .collect(),
             slots: BTreeMap::new(),
             replay: opts.replay,
+            kernel_log,
         };
         for name in [names::TC_INGRESS, names::TC_EGRESS] {
             dp.classifier(name)?
@@ -189,6 +195,12 @@ impl Datapath {
             source,
         })?;
         Ok(dp)
+    }
+
+    /// The kernel log reader, if the object logs; whoever takes it must
+    /// call `flush` when its descriptor is readable.
+    pub fn take_kernel_log(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.kernel_log.take()
     }
 
     pub fn patterns(&self) -> &[String] {
