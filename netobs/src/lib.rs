@@ -3,8 +3,11 @@
 //! Data flows one way: `datapath` (kernel programs and their maps) ->
 //! `flows` (the one model) -> `cli` (rendering). `capture` and `replay` feed
 //! captured packets to the same programs.
+pub mod agent;
 pub mod capture;
 pub mod cli;
 pub mod datapath;
+pub mod export;
 pub mod flows;
+pub mod inventory;
 pub mod replay;

@@ -40,6 +40,7 @@ impl Agent {
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
         cmd.args([
             "run",
+            "--no-docker",
             "--iface",
             dev,
             "--mode",

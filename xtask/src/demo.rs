@@ -49,6 +49,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let mut cmd: Command = ns_a.command(&netobs.to_string_lossy());
     cmd.args([
         "run",
+        "--no-docker",
         "--iface",
         dev_a,
         "--mode",

@@ -1,6 +1,6 @@
 //! Command line: parse arguments, call the library, render. Every failure is
 //! one line on stderr that says what to do.
-mod render;
+pub(crate) mod render;
 mod replay;
 mod run;
 
@@ -34,7 +34,7 @@ enum Command {
 pub struct DatapathArgs {
     /// VXLAN data-path UDP port (repeat for several, up to 4) [default: 4789]
     #[arg(long = "data-path-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    data_path_ports: Vec<u16>,
+    pub(crate) data_path_ports: Vec<u16>,
     /// Byte string to look for in unencrypted overlay payloads, like ngrep
     /// (repeat for several, up to 8, each up to 32 bytes)
     #[arg(long = "pattern", value_name = "STR")]

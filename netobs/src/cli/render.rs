@@ -1,12 +1,10 @@
 //! Text for people: totals, flow tables, events.
 use std::fmt::Write as _;
 
-use netobs_common::{Class, Event, EVENT_HTTP_REQUEST};
-use serde_json::json;
+use netobs_common::Class;
 
 use crate::{
-    datapath::events::snippet,
-    flows::{method_name, ClassCounts, Clock, Flow, FlowKeyView, Snapshot},
+    flows::{ClassCounts, Flow, FlowKeyView, Snapshot},
     replay::ReplayReport,
 };
 
@@ -145,41 +143,4 @@ pub fn replay(r: &ReplayReport) -> String {
     let _ = writeln!(out, "\n{} flows", r.flows.len());
     out.push_str(&flow_table(&r.flows));
     out
-}
-
-pub fn event(e: &Event, clock: &Clock, as_json: bool) -> String {
-    let f = Flow::from_raw(&e.key, &Default::default(), &[], *clock);
-    let v = FlowKeyView(&f);
-    let at = clock.unix_seconds(e.timestamp_ns);
-    let http = e.kind == EVENT_HTTP_REQUEST;
-    if as_json {
-        let mut j = json!({
-            "event": if http { "http_request" } else { "new_plaintext_flow" },
-            "time": at,
-            "vni": f.vni,
-            "outer": v.outer(),
-            "inner": v.inner(),
-        });
-        if http {
-            j["method"] = json!(method_name(e.http_method));
-            j["request"] = json!(snippet(e));
-            j["truncated"] = json!(e.snippet_truncated != 0);
-        }
-        return j.to_string();
-    }
-    if http {
-        format!(
-            "http  vni {} {} {:?}{}",
-            v.id(),
-            v.inner(),
-            snippet(e),
-            if e.snippet_truncated != 0 {
-                " (cut)"
-            } else {
-                ""
-            }
-        )
-    } else {
-        format!("flow  vni {} {} (new plaintext flow)", v.id(), v.inner())
-    }
 }

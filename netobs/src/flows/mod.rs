@@ -1,6 +1,8 @@
 //! The one model: raw kernel records turned into flows and totals that the
 //! CLI prints and (later) the exporter serves. Inventory labels join here.
+pub mod aggregate;
 mod flow;
+pub mod label;
 
 pub use flow::{Clock, Flow, FlowKeyView};
 

@@ -1,0 +1,120 @@
+//! The agent's HTTP endpoint: `/metrics`, `/healthz` and a read-only JSON
+//! API under `/api/v1/` (flows, inventory, alerts). Loopback by default.
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    body::Incoming, server::conn::http1, service::service_fn, Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::Registry;
+use serde::Serialize;
+use tokio::{net::TcpListener, sync::watch};
+
+use super::alerts::Alert;
+use crate::{
+    flows::{label::FlowLabels, Flow},
+    inventory::Inventory,
+};
+
+/// A flow with its labels, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelledFlow {
+    #[serde(flatten)]
+    pub flow: Flow,
+    pub labels: FlowLabels,
+}
+
+/// What the API serves, replaced as a whole after every read of the maps.
+#[derive(Debug, Default, Serialize)]
+pub struct ApiState {
+    pub flows: Vec<LabelledFlow>,
+    pub inventory: Arc<Inventory>,
+    pub alerts: Vec<Alert>,
+}
+
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds `addr` and serves until the task is dropped.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    state: watch::Receiver<Arc<ApiState>>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let registry = registry.clone();
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let resp = handle(&req, &registry, &state);
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                // A client that never finishes its headers is cut off.
+                let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }))
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json<T: Serialize>(v: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(v) {
+        Ok(b) => reply(StatusCode::OK, "application/json", b),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            e.to_string(),
+        ),
+    }
+}
+
+fn handle(
+    req: &Request<Incoming>,
+    registry: &Registry,
+    state: &watch::Receiver<Arc<ApiState>>,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "read-only\n");
+    }
+    let s = state.borrow().clone();
+    match req.uri().path() {
+        "/metrics" => {
+            let enc = prometheus::TextEncoder::new();
+            match enc.encode_to_string(&registry.gather()) {
+                Ok(text) => reply(StatusCode::OK, prometheus::TEXT_FORMAT, text),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string(),
+                ),
+            }
+        }
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/api/v1/flows" => json(&s.flows),
+        "/api/v1/inventory" => json(&*s.inventory),
+        "/api/v1/alerts" => json(&s.alerts),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz, /api/v1/flows, /api/v1/inventory, /api/v1/alerts\n",
+        ),
+    }
+}

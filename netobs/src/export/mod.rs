@@ -1,0 +1,4 @@
+//! What leaves the agent: Prometheus metrics, the JSON API, alerts.
+pub mod alerts;
+pub mod http;
+pub mod metrics;

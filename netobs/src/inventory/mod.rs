@@ -1,0 +1,124 @@
+//! What the local Docker engine says about the swarm: overlay networks (VNI,
+//! encryption), the endpoints on them (task, VIP and container IPs) and the
+//! nodes. Nothing here knows about packets; `flows` joins the two.
+//!
+//! A worker's engine refuses the manager-only calls (services, nodes, swarm),
+//! but a verbose network inspect shows every task of every service on the
+//! networks this node takes part in, with the IP of the node running it. That
+//! is enough to label every flow this node can see, so it is the backbone;
+//! the manager-only calls only add node hostnames, VIPs of networks with no
+//! local task, and the data-path port.
+mod build;
+mod source;
+mod watch;
+
+pub use build::{Raw, RawNetwork};
+pub use source::{connect, fetch, DockerError};
+pub use watch::{spawn_watcher, InventoryRx};
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::Serialize;
+
+/// Docker's option for a network's VNI(s): "4097" or "4097,4098".
+pub const VXLAN_ID_OPTION: &str = "com.docker.network.driver.overlay.vxlanid_list";
+/// The option that asks for IPsec on a network.
+pub const ENCRYPTED_OPTION: &str = "encrypted";
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Inventory {
+    /// The engine answered the last sync.
+    pub docker_up: bool,
+    pub swarm: Option<SwarmState>,
+    pub networks: Vec<Network>,
+    pub endpoints: Vec<Endpoint>,
+    pub nodes: Vec<Node>,
+    /// Unix seconds of the last successful sync.
+    pub synced_at: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SwarmState {
+    pub node_id: String,
+    pub node_addr: Option<IpAddr>,
+    pub hostname: String,
+    pub manager: bool,
+    /// From the swarm's configuration; only a manager can read it.
+    pub data_path_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub vnis: Vec<u32>,
+    /// `--opt encrypted` was given (any value but "false", as Docker reads it).
+    pub encrypted: bool,
+    pub ingress: bool,
+    pub options: BTreeMap<String, String>,
+    pub subnets: Vec<String>,
+    /// Nodes this node exchanges the network's traffic with.
+    pub peers: Vec<Peer>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    pub name: String,
+    pub ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointKind {
+    /// A service task's address.
+    Task,
+    /// A service's virtual IP.
+    Vip,
+    /// A container that is not a task (an attachable network).
+    Container,
+    /// The network's load balancer on some node.
+    LoadBalancer,
+}
+
+/// An address on an overlay network and who holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub network_id: String,
+    pub ip: IpAddr,
+    pub kind: EndpointKind,
+    pub service: Option<String>,
+    pub task: Option<String>,
+    pub container: Option<String>,
+    /// The node running it (tasks only).
+    pub node_ip: Option<IpAddr>,
+}
+
+impl Endpoint {
+    /// The name a flow is labelled with: service, else container.
+    pub fn label(&self) -> Option<&str> {
+        self.service.as_deref().or(self.container.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub id: String,
+    pub hostname: String,
+    pub role: String,
+    pub addr: Option<IpAddr>,
+}
+
+impl Inventory {
+    pub fn network_by_vni(&self, vni: u32) -> Option<&Network> {
+        self.networks.iter().find(|n| n.vnis.contains(&vni))
+    }
+
+    pub fn network_by_name(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+}
+
+/// Parses an address that may carry a prefix length ("10.0.1.4/24").
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.split('/').next()?.trim().parse().ok()
+}
