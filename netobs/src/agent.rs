@@ -28,7 +28,7 @@ use crate::{
         events, Datapath, Options,
     },
     export::{
-        alerts::{Alerts, Policy, PLAINTEXT_ON_ENCRYPTED, UNENCRYPTED_OVERLAY},
+        alerts::{Alerts, Policy},
         http::{self, ApiState, LabelledFlow},
         metrics::{self, Metrics},
     },

@@ -6,4 +6,5 @@ pub mod link;
 pub mod netns;
 pub mod packets;
 pub mod privilege;
+pub mod swarm;
 pub mod traffic;

@@ -118,3 +118,47 @@ pub fn udp_send(ns: &Netns, to: SocketAddr, count: usize, size: usize) -> Result
         Ok(())
     })?
 }
+
+/// GET `path` from `to` inside `ns`; the body of a 200 answer.
+pub fn http_get(ns: &Netns, to: SocketAddr, path: &str) -> Result<String> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n");
+    let resp = ns.run_in(move || -> Result<Vec<u8>> {
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connecting")?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(req.as_bytes())?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(out)
+    })??;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("no HTTP answer from {to}{path}");
+    };
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("{to}{path}: {}", head.lines().next().unwrap_or_default());
+    }
+    // hyper sends small bodies whole; a chunked one is joined here.
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_owned())
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -52,17 +52,34 @@ pub fn lint() -> Result<()> {
     Ok(())
 }
 
-/// Checks the shipped Prometheus rules, once there are any.
+/// Checks the shipped Prometheus rules and runs their unit tests.
 fn run_promtool_checks() -> Result<()> {
     let dir = root().join("dashboards");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(());
+    let files = |d: &std::path::Path, suffix: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect();
+        v.sort();
+        v
     };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.to_string_lossy().ends_with(".rules.yml") {
-            cmd::run(Command::new("promtool").arg("check").arg("rules").arg(&p))?;
-        }
+    for rules in files(&dir, ".rules.yml") {
+        cmd::run(
+            Command::new("promtool")
+                .args(["check", "rules"])
+                .arg(&rules),
+        )?;
+    }
+    for t in files(&dir.join("tests"), ".test.yml") {
+        cmd::run(
+            Command::new("promtool")
+                .args(["test", "rules"])
+                .arg(&t)
+                .current_dir(dir.join("tests")),
+        )?;
     }
     Ok(())
 }

@@ -136,10 +136,6 @@ impl Alerts {
     pub fn list(&self) -> Vec<Alert> {
         self.active.values().cloned().collect()
     }
-
-    pub fn count(&self, kind: &str) -> usize {
-        self.active.keys().filter(|(k, _)| *k == kind).count()
-    }
 }
 
 #[cfg(test)]
