@@ -244,13 +244,13 @@ impl Poller {
             })
             .collect();
         m.gauge_replace(&metrics::NETWORK_INFO, &nets);
-        for kind in [PLAINTEXT_ON_ENCRYPTED, UNENCRYPTED_OVERLAY] {
-            m.gauge_set(
-                &metrics::ALERTS_ACTIVE,
-                &[kind],
-                self.alerts.count(kind) as i64,
-            );
-        }
+        let alerts: Vec<(Vec<String>, i64)> = self
+            .alerts
+            .list()
+            .into_iter()
+            .map(|a| (vec![a.kind.to_owned(), a.network], 1))
+            .collect();
+        m.gauge_replace(&metrics::ALERT_ACTIVE, &alerts);
         let live: HashSet<String> = inv
             .networks
             .iter()
