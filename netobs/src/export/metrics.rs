@@ -138,11 +138,11 @@ metric!(
     "Increments folded into the `other` series because a metric reached --max-series."
 );
 metric!(
-    ALERTS_ACTIVE,
-    "netobs_alerts_active",
+    ALERT_ACTIVE,
+    "netobs_alert_active",
     Gauge,
-    ["kind"],
-    "Encryption alerts raised and still active, by kind."
+    ["kind", "network"],
+    "1 for each encryption alert the agent raised: kind plaintext_on_encrypted_network or unencrypted_overlay."
 );
 
 pub const METRICS: &[MetricDef] = &[
@@ -162,7 +162,7 @@ pub const METRICS: &[MetricDef] = &[
     NETWORK_INFO,
     BUILD_INFO,
     SERIES_FOLDED,
-    ALERTS_ACTIVE,
+    ALERT_ACTIVE,
 ];
 
 /// Label value that stands in for everything past the series cap.
