@@ -354,7 +354,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
                 let (snap, api) = poller.poll(&dp, &atts, &inv)?;
                 let _ = api_tx.send(Arc::new(api));
                 n += 1;
-                if n % polls_per_print == 0 {
+                if n.is_multiple_of(polls_per_print) {
                     print(cfg.json, &snap, &inv, false);
                 }
             }
@@ -406,11 +406,20 @@ fn print(as_json: bool, snap: &Snapshot, inv: &Inventory, last: bool) {
             let mut by: BTreeMap<(String, String, String, &'static str), u64> = BTreeMap::new();
             for f in &snap.flows {
                 let l = labeler.label(f);
-                *by.entry((l.network, l.src_service, l.dst_service, f.class))
-                    .or_insert(0) += f.packets;
+                let key = if f.class == Class::Esp.name() {
+                    // ESP belongs to a node pair, not to a network.
+                    (
+                        "-".to_owned(),
+                        f.direction.to_owned(),
+                        format!("peer {}", l.peer_node),
+                        f.class,
+                    )
+                } else {
+                    (l.network, l.src_service, l.dst_service, f.class)
+                };
+                *by.entry(key).or_insert(0) += f.packets;
             }
             for ((net, src, dst, class), pkts) in by {
-                let net = if net.is_empty() { "-".to_owned() } else { net };
                 println!("  {net:<14} {class:<6} {src} -> {dst}: {pkts} packets");
             }
         }

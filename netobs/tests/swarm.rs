@@ -31,9 +31,23 @@ fn metrics_addr() -> SocketAddr {
 
 fn start_agent(ns: &Netns, dev: &str, docker_host: &str) -> Process {
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
-    cmd.args(["run", "--iface", dev, "--docker-host", docker_host, "--require-encryption", "all", "--metrics-addr", METRICS, "--interval", "5", "--resync", "5"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "run",
+        "--iface",
+        dev,
+        "--docker-host",
+        docker_host,
+        "--require-encryption",
+        "all",
+        "--metrics-addr",
+        METRICS,
+        "--interval",
+        "5",
+        "--resync",
+        "5",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let mut p = Process::spawn(cmd).expect("starting netobs");
     let stderr = p.child_mut().stderr.take().expect("stderr");
     let tag = dev.to_owned();
@@ -50,11 +64,16 @@ fn start_agent(ns: &Netns, dev: &str, docker_host: &str) -> Process {
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut found = None;
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         if !(rest.starts_with('{') || rest.starts_with(' ')) {
             continue;
         }
-        if labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) {
+        if labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        {
             let v: f64 = rest.rsplit(' ').next().and_then(|v| v.parse().ok())?;
             found = Some(found.unwrap_or(0.0) + v);
         }
@@ -75,15 +94,35 @@ fn wait_metrics(ns: &Netns, what: &str, secs: u64, pred: impl Fn(&str) -> bool) 
             return text;
         }
         if Instant::now() > deadline {
-            let interesting: Vec<&str> = text.lines().filter(|l| l.contains("http_requests") || l.contains("overlay_packets") || l.contains("docker_up")).collect();
-            panic!("timed out waiting for {what}; metrics:\n{}", interesting.join("\n"));
+            let interesting: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    l.contains("http_requests")
+                        || l.contains("overlay_packets")
+                        || l.contains("docker_up")
+                })
+                .collect();
+            panic!(
+                "timed out waiting for {what}; metrics:\n{}",
+                interesting.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
 }
 
 fn requests(text: &str) -> f64 {
-    metric(text, "netobs_http_requests_total", &[("network", "backend"), ("src_service", "client"), ("dst_service", "web"), ("method", "GET")]).unwrap_or(0.0)
+    metric(
+        text,
+        "netobs_http_requests_total",
+        &[
+            ("network", "backend"),
+            ("src_service", "client"),
+            ("dst_service", "web"),
+            ("method", "GET"),
+        ],
+    )
+    .unwrap_or(0.0)
 }
 
 fn start_prometheus(ns: &Netns, dir: &Path) -> Process {
@@ -94,11 +133,17 @@ fn start_prometheus(ns: &Netns, dir: &Path) -> Process {
     );
     std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus config");
     let mut cmd = ns.command("prometheus");
-    cmd.arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg("--web.listen-address=127.0.0.1:9090")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("data").display()
+    ))
+    .arg("--web.listen-address=127.0.0.1:9090")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     Process::spawn(cmd).expect("starting prometheus (apt-get install prometheus)")
 }
 
@@ -107,34 +152,141 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     require_root!();
     let swarm = TwoNodeSwarm::new().expect("two-node swarm");
     let m = &swarm.manager;
-    m.docker(&["network", "create", "--driver", "overlay", "--attachable", "backend"]).expect("network");
+    m.docker(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--attachable",
+        "backend",
+    ])
+    .expect("network");
     let vni = m
-        .docker(&["network", "inspect", "backend", "--format", "{{index .Options \"com.docker.network.driver.overlay.vxlanid_list\"}}"])
+        .docker(&[
+            "network",
+            "inspect",
+            "backend",
+            "--format",
+            "{{index .Options \"com.docker.network.driver.overlay.vxlanid_list\"}}",
+        ])
         .expect("vni");
-    m.docker(&["service", "create", "--detach", "--name", "web", "--network", "backend", "--endpoint-mode", "dnsrr", "--constraint", "node.role==worker", IMAGE, "httpd", "-f", "-p", "80", "-h", "/www"])
-        .expect("web service");
+    m.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--network",
+        "backend",
+        "--endpoint-mode",
+        "dnsrr",
+        "--constraint",
+        "node.role==worker",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ])
+    .expect("web service");
     swarm.wait_running("web", 1).expect("web running");
 
     let agent_m = start_agent(&swarm.ns_manager, MANAGER_DEV, &m.host());
     let agent_w = start_agent(&swarm.ns_worker, WORKER_DEV, &swarm.worker.host());
-    wait_metrics(&swarm.ns_manager, "the manager's agent", 60, |t| metric(t, "netobs_docker_up", &[]) == Some(1.0));
-    wait_metrics(&swarm.ns_worker, "the worker's agent", 60, |t| metric(t, "netobs_docker_up", &[]) == Some(1.0));
+    wait_metrics(&swarm.ns_manager, "the manager's agent", 60, |t| {
+        metric(t, "netobs_docker_up", &[]) == Some(1.0)
+    });
+    wait_metrics(&swarm.ns_worker, "the worker's agent", 60, |t| {
+        metric(t, "netobs_docker_up", &[]) == Some(1.0)
+    });
 
     // The client waits until its own address is in the agents' inventory
     // (events plus a resync), then makes exactly REQUESTS requests.
     let script = format!("sleep 8; for i in $(seq {REQUESTS}); do wget -q -O /dev/null http://web/index.html; done; sleep 3600");
-    m.docker(&["service", "create", "--detach", "--name", "client", "--network", "backend", "--endpoint-mode", "dnsrr", "--constraint", "node.role==manager", IMAGE, "sh", "-c", &script])
-        .expect("client service");
+    m.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "client",
+        "--network",
+        "backend",
+        "--endpoint-mode",
+        "dnsrr",
+        "--constraint",
+        "node.role==manager",
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ])
+    .expect("client service");
 
     for (ns, side) in [(&swarm.ns_manager, "manager"), (&swarm.ns_worker, "worker")] {
-        let text = wait_metrics(ns, &format!("{REQUESTS} requests seen from the {side}"), 90, |t| requests(t) >= REQUESTS as f64);
-        assert_eq!(requests(&text), REQUESTS as f64, "{side}: exactly the requests sent");
-        let overlay = metric(&text, "netobs_overlay_packets_total", &[("network", "backend"), ("vni", &vni), ("encrypted", "false"), ("class", "vxlan")]);
-        assert!(overlay.is_some_and(|v| v > 0.0), "{side}: overlay packets labelled with network, VNI, encryption");
-        assert_eq!(metric(&text, "netobs_network_info", &[("network", "backend"), ("vni", &vni), ("encrypted", "false")]), Some(1.0), "{side}");
-        assert_eq!(metric(&text, "netobs_alert_active", &[("kind", "unencrypted_overlay"), ("network", "backend")]), Some(1.0), "{side}: policy violation raised");
-        let responses = metric(&text, "netobs_http_responses_total", &[("network", "backend"), ("src_service", "client"), ("dst_service", "web"), ("code_class", "2xx")]);
-        assert_eq!(responses, Some(REQUESTS as f64), "{side}: responses labelled from the asking side");
+        let text = wait_metrics(
+            ns,
+            &format!("{REQUESTS} requests seen from the {side}"),
+            90,
+            |t| requests(t) >= REQUESTS as f64,
+        );
+        assert_eq!(
+            requests(&text),
+            REQUESTS as f64,
+            "{side}: exactly the requests sent"
+        );
+        let overlay = metric(
+            &text,
+            "netobs_overlay_packets_total",
+            &[
+                ("network", "backend"),
+                ("vni", &vni),
+                ("encrypted", "false"),
+                ("class", "vxlan"),
+            ],
+        );
+        assert!(
+            overlay.is_some_and(|v| v > 0.0),
+            "{side}: overlay packets labelled with network, VNI, encryption"
+        );
+        assert_eq!(
+            metric(
+                &text,
+                "netobs_network_info",
+                &[
+                    ("network", "backend"),
+                    ("vni", &vni),
+                    ("encrypted", "false")
+                ]
+            ),
+            Some(1.0),
+            "{side}"
+        );
+        assert_eq!(
+            metric(
+                &text,
+                "netobs_alert_active",
+                &[("kind", "unencrypted_overlay"), ("network", "backend")]
+            ),
+            Some(1.0),
+            "{side}: policy violation raised"
+        );
+        let responses = metric(
+            &text,
+            "netobs_http_responses_total",
+            &[
+                ("network", "backend"),
+                ("src_service", "client"),
+                ("dst_service", "web"),
+                ("code_class", "2xx"),
+            ],
+        );
+        assert_eq!(
+            responses,
+            Some(REQUESTS as f64),
+            "{side}: responses labelled from the asking side"
+        );
     }
 
     // A real Prometheus, the shipped rules, the agent on the manager.
@@ -148,7 +300,10 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
         if body.contains("NetobsUnencryptedOverlay") {
             break body;
         }
-        assert!(Instant::now() < deadline, "Prometheus raised no NetobsUnencryptedOverlay alert: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus raised no NetobsUnencryptedOverlay alert: {body}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(alerts.contains("\"network\":\"backend\""), "{alerts}");
@@ -159,17 +314,51 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     let before = scrape(&swarm.ns_manager);
     let other = |t: &str| metric(t, "netobs_packets_total", &[("class", "other")]).unwrap_or(0.0);
     let mut manager = swarm;
-    manager.manager.stop_daemon().expect("stopping the manager's engine");
-    wait_metrics(&manager.ns_manager, "docker_up 0", 60, |t| metric(t, "netobs_docker_up", &[]) == Some(0.0));
-    udp_send(&manager.ns_manager, format!("{WORKER_ADDR}:9").parse().expect("addr"), 25, 100).expect("UDP");
-    wait_metrics(&manager.ns_manager, "counting while the engine is down", 30, |t| other(t) >= other(&before) + 25.0);
+    manager
+        .manager
+        .stop_daemon()
+        .expect("stopping the manager's engine");
+    wait_metrics(&manager.ns_manager, "docker_up 0", 60, |t| {
+        metric(t, "netobs_docker_up", &[]) == Some(0.0)
+    });
+    udp_send(
+        &manager.ns_manager,
+        format!("{WORKER_ADDR}:9").parse().expect("addr"),
+        25,
+        100,
+    )
+    .expect("UDP");
+    wait_metrics(
+        &manager.ns_manager,
+        "counting while the engine is down",
+        30,
+        |t| other(t) >= other(&before) + 25.0,
+    );
     // ... and comes back: labels return, the restarted client is labelled again.
-    manager.manager.start_daemon().expect("restarting the manager's engine");
-    wait_metrics(&manager.ns_manager, "docker_up 1", 90, |t| metric(t, "netobs_docker_up", &[]) == Some(1.0));
-    wait_metrics(&manager.ns_manager, "labelled requests after the restart", 180, |t| requests(t) > REQUESTS as f64);
+    manager
+        .manager
+        .start_daemon()
+        .expect("restarting the manager's engine");
+    wait_metrics(&manager.ns_manager, "docker_up 1", 90, |t| {
+        metric(t, "netobs_docker_up", &[]) == Some(1.0)
+    });
+    wait_metrics(
+        &manager.ns_manager,
+        "labelled requests after the restart",
+        180,
+        |t| requests(t) > REQUESTS as f64,
+    );
 
     let out = agent_m.stop(libc::SIGTERM).expect("stopping netobs");
-    assert!(out.status.success(), "netobs on the manager exited with {}", out.status);
+    assert!(
+        out.status.success(),
+        "netobs on the manager exited with {}",
+        out.status
+    );
     let out = agent_w.stop(libc::SIGTERM).expect("stopping netobs");
-    assert!(out.status.success(), "netobs on the worker exited with {}", out.status);
+    assert!(
+        out.status.success(),
+        "netobs on the worker exited with {}",
+        out.status
+    );
 }

@@ -291,3 +291,48 @@ impl TwoNodeSwarm {
         bail!("service {service} did not reach {n} running tasks")
     }
 }
+
+/// Saves what the engine at `node` answers to the calls the agent makes, as
+/// JSON files in `dir`: the fixtures of the inventory tests. Manager-only
+/// calls that a worker refuses are left out, as the agent leaves them out.
+pub fn capture_api(node: &DockerNode, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let get = |path: &str| -> Result<String> {
+        let out = run(Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(node.socket())
+            .arg(format!("http://docker/v1.41{path}")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let save = |name: &str, body: &str| -> Result<()> {
+        let pretty = serde_json::from_str::<serde_json::Value>(body)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .with_context(|| format!("{name}: not JSON"))?;
+        std::fs::write(dir.join(name), pretty + "\n").with_context(|| format!("writing {name}"))
+    };
+    save("info.json", &get("/info")?)?;
+    let networks = get("/networks?filters=%7B%22driver%22%3A%5B%22overlay%22%5D%7D")?;
+    save("networks.json", &networks)?;
+    let list: serde_json::Value = serde_json::from_str(&networks).context("network list")?;
+    for n in list.as_array().into_iter().flatten() {
+        let (Some(id), Some(name)) = (n["Id"].as_str(), n["Name"].as_str()) else {
+            continue;
+        };
+        save(
+            &format!("network-{name}.json"),
+            &get(&format!("/networks/{id}?verbose=true"))?,
+        )?;
+    }
+    save("containers.json", &get("/containers/json")?)?;
+    for (file, path) in [
+        ("services.json", "/services"),
+        ("tasks.json", "/tasks"),
+        ("nodes.json", "/nodes"),
+        ("swarm.json", "/swarm"),
+    ] {
+        if let Ok(body) = get(path) {
+            save(file, &body)?;
+        }
+    }
+    Ok(())
+}

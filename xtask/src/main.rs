@@ -2,6 +2,7 @@
 mod build;
 mod cmd;
 mod demo;
+mod fixtures;
 mod setup;
 mod test;
 
@@ -29,6 +30,8 @@ enum Task {
     Test(test::TestArgs),
     /// A self-contained lab with overlay traffic, watched live by netobs
     Demo(demo::DemoArgs),
+    /// Re-capture the Docker API fixtures of the inventory tests from a real swarm
+    Fixtures,
 }
 
 /// The repository root (xtask lives one level below it).
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Task::Lint => test::lint(),
         Task::Test(a) => test::run(&a),
         Task::Demo(a) => demo::run(&a),
+        Task::Fixtures => fixtures::run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

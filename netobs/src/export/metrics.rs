@@ -318,3 +318,62 @@ impl Metrics {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let mut seen = HashSet::new();
+        for d in METRICS {
+            assert!(seen.insert(d.name), "{} declared twice", d.name);
+            assert!(d.name.starts_with("netobs_"));
+            assert!(
+                d.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}",
+                d.name
+            );
+            assert_eq!(
+                d.kind == Kind::Counter,
+                d.name.ends_with("_total"),
+                "{}",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_series_cap_folds_into_other() {
+        let mut m = Metrics::new(2).expect("registry");
+        for net in ["a", "b", "c", "d"] {
+            m.inc(&PATTERN_MATCHES, &[net, "p"], 1);
+        }
+        let text = m.render();
+        assert!(text.contains("netobs_pattern_matches_total{network=\"a\",pattern=\"p\"} 1"));
+        assert!(
+            text.contains("netobs_pattern_matches_total{network=\"other\",pattern=\"other\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netobs_series_folded_total{metric=\"netobs_pattern_matches_total\"} 2")
+        );
+    }
+
+    #[test]
+    fn series_of_removed_networks_expire_and_live_ones_stay() {
+        let mut m = Metrics::new(100).expect("registry");
+        m.inc(&PATTERN_MATCHES, &["gone", "p"], 3);
+        m.inc(&PATTERN_MATCHES, &["here", "p"], 4);
+        let live: HashSet<String> = ["here".to_owned()].into();
+        m.expire(std::time::Duration::from_secs(3600), &live);
+        assert!(
+            m.render().contains("network=\"gone\""),
+            "still within the grace period"
+        );
+        m.expire(std::time::Duration::ZERO, &live);
+        let text = m.render();
+        assert!(!text.contains("network=\"gone\""), "{text}");
+        assert!(text.contains("network=\"here\",pattern=\"p\"} 4"));
+    }
+}
