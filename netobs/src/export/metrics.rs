@@ -377,3 +377,16 @@ mod tests {
         assert!(text.contains("network=\"here\",pattern=\"p\"} 4"));
     }
 }
+
+/// The README's metric reference, as a Markdown table.
+pub fn reference_table() -> String {
+    let mut out = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
+    for d in METRICS {
+        let kind = match d.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        out.push_str(&format!("| `{}` | {kind} | {} | {} |\n", d.name, d.labels.join(", "), d.help));
+    }
+    out
+}
