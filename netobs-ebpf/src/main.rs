@@ -51,6 +51,19 @@ pub fn netobs_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Baseline for `cargo xtask bench`: the TC hook doing nothing. Never
+/// attached; the agent only runs it through BPF_PROG_TEST_RUN.
+#[classifier]
+pub fn bench_tc_empty(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
+/// Baseline for `cargo xtask bench`: the XDP hook doing nothing.
+#[xdp]
+pub fn bench_xdp_empty(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

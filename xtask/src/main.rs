@@ -1,4 +1,5 @@
 //! `cargo xtask`: everything that is more than one cargo command.
+mod bench;
 mod build;
 mod cmd;
 mod demo;
@@ -30,6 +31,8 @@ enum Task {
     Test(test::TestArgs),
     /// A self-contained lab with overlay traffic, watched live by netobs
     Demo(demo::DemoArgs),
+    /// Per-packet cost of the kernel programs against an empty program
+    Bench,
     /// Re-capture the Docker API fixtures of the inventory tests from a real swarm
     Fixtures,
 }
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Task::Test(a) => test::run(&a),
         Task::Demo(a) => demo::run(&a),
         Task::Fixtures => fixtures::run(),
+        Task::Bench => bench::run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

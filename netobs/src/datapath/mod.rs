@@ -27,6 +27,9 @@ pub mod names {
     pub const TC_INGRESS: &str = "netobs_tc_ingress";
     pub const TC_EGRESS: &str = "netobs_tc_egress";
     pub const XDP: &str = "netobs_xdp";
+    /// Do-nothing programs on the same hooks, the benchmarks' baseline.
+    pub const BENCH_TC_EMPTY: &str = "bench_tc_empty";
+    pub const BENCH_XDP_EMPTY: &str = "bench_xdp_empty";
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const STATS: &str = "STATS";
@@ -190,10 +193,8 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        dp.xdp()?.load().map_err(|source| DatapathError::Program {
-            name: names::XDP,
-            source,
-        })?;
+        // XDP loads on first use: it needs bpf_xdp_load_bytes (5.18), and
+        // TC mode must keep working on older kernels.
         Ok(dp)
     }
 
@@ -220,14 +221,39 @@ impl Datapath {
             })
     }
 
+    /// The XDP program, loaded into the kernel on first use.
     pub(crate) fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
-        self.ebpf
-            .program_mut(names::XDP)
+        self.xdp_named(names::XDP)
+    }
+
+    /// An XDP program of the object by name, loaded on first use.
+    pub(crate) fn xdp_named(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
             .and_then(|p| p.try_into().ok())
             .ok_or(DatapathError::Missing {
                 kind: "XDP program",
-                name: names::XDP,
-            })
+                name,
+            })?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        Ok(prog)
+    }
+
+    /// A TC program of the object by name, loaded on first use.
+    pub(crate) fn classifier_loaded(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, DatapathError> {
+        let prog = self.classifier(name)?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        Ok(prog)
     }
 
     /// Gives `ifindex` its own counter slot (idempotent).

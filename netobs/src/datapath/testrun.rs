@@ -87,6 +87,15 @@ impl Datapath {
             Direction::Ingress => names::TC_INGRESS,
             Direction::Egress => names::TC_EGRESS,
         };
+        self.run_skb(name, packet, repeat)
+    }
+
+    fn run_skb(
+        &mut self,
+        name: &'static str,
+        packet: &RunPacket<'_>,
+        repeat: u32,
+    ) -> Result<RunResult, DatapathError> {
         let mut data = [0u8; MAX_RUN_DATA];
         let n = packet.data.len().min(MAX_RUN_DATA);
         data[..n].copy_from_slice(&packet.data[..n]);
@@ -95,7 +104,7 @@ impl Datapath {
         let n = n.max(MIN_RUN_DATA);
         let ctx = skb_ctx(packet);
         let replay = self.replay;
-        let prog = self.classifier(name)?;
+        let prog = self.classifier_loaded(name)?;
         let run = |prog: &mut aya::programs::SchedClassifier, len: usize| {
             prog.test_run(TestRunOptions {
                 data_in: Some(&data[..len]),
@@ -126,7 +135,31 @@ impl Datapath {
 
     /// Runs the XDP program on `data`, `repeat` times.
     pub fn run_xdp(&mut self, data: &[u8], repeat: u32) -> Result<RunResult, DatapathError> {
-        let prog = self.xdp()?;
+        self.run_xdp_named(names::XDP, data, repeat)
+    }
+
+    /// Runs the do-nothing program of the same hook (XDP or TC) on the same
+    /// packet: the benchmarks' baseline.
+    pub fn run_empty(
+        &mut self,
+        xdp: bool,
+        packet: &RunPacket<'_>,
+        repeat: u32,
+    ) -> Result<RunResult, DatapathError> {
+        if xdp {
+            self.run_xdp_named(names::BENCH_XDP_EMPTY, packet.data, repeat)
+        } else {
+            self.run_skb(names::BENCH_TC_EMPTY, packet, repeat)
+        }
+    }
+
+    fn run_xdp_named(
+        &mut self,
+        name: &'static str,
+        data: &[u8],
+        repeat: u32,
+    ) -> Result<RunResult, DatapathError> {
+        let prog = self.xdp_named(name)?;
         let opts = TestRunOptions {
             data_in: Some(&data[..data.len().min(MAX_RUN_DATA)]),
             repeat: repeat.max(1),
@@ -134,10 +167,7 @@ impl Datapath {
         };
         let r = prog
             .test_run(opts)
-            .map_err(|source| DatapathError::Program {
-                name: names::XDP,
-                source,
-            })?;
+            .map_err(|source| DatapathError::Program { name, source })?;
         Ok(RunResult {
             return_value: r.return_value,
             duration: r.duration,

@@ -386,7 +386,12 @@ pub fn reference_table() -> String {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
         };
-        out.push_str(&format!("| `{}` | {kind} | {} | {} |\n", d.name, d.labels.join(", "), d.help));
+        out.push_str(&format!(
+            "| `{}` | {kind} | {} | {} |\n",
+            d.name,
+            d.labels.join(", "),
+            d.help
+        ));
     }
     out
 }

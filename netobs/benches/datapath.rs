@@ -1,0 +1,139 @@
+//! Per-packet cost of the kernel programs, through BPF_PROG_TEST_RUN with a
+//! large repeat count, against a do-nothing program on the same hook and the
+//! same packet, alternated in the same run. Medians of several runs.
+//!
+//! Run by `cargo xtask bench`; writes `$NETOBS_BENCH_DIR/datapath.json`.
+use std::time::Duration;
+
+use netobs::datapath::{testrun::RunPacket, Datapath, Options};
+use netobs_common::Direction;
+use netobs_tests::packets::{self, Net};
+use serde_json::json;
+
+const REPEAT: u32 = 1_000_000;
+const RUNS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn ns(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e9
+}
+
+fn kinds() -> Vec<(&'static str, Vec<u8>, bool)> {
+    let http = packets::tcp(
+        &Net::containers(),
+        40000,
+        80,
+        b"GET /api/orders HTTP/1.1\r\nHost: web\r\n\r\n",
+    );
+    let tcp = packets::tcp(&Net::containers(), 40000, 5432, &[0x51; 100]);
+    let mut malformed = packets::vxlan(&Net::nodes(), 4789, 4097, &tcp);
+    malformed[14] = 0x44;
+    vec![
+        (
+            "plain TCP (not overlay)",
+            packets::tcp(&Net::nodes(), 40000, 443, &[0x17; 100]),
+            false,
+        ),
+        (
+            "VXLAN, inner TCP",
+            packets::vxlan(&Net::nodes(), 4789, 4097, &tcp),
+            false,
+        ),
+        (
+            "VXLAN, inner HTTP request",
+            packets::vxlan(&Net::nodes(), 4789, 4097, &http),
+            false,
+        ),
+        (
+            "VXLAN, HTTP + 8 patterns",
+            packets::vxlan(&Net::nodes(), 4789, 4097, &http),
+            true,
+        ),
+        ("ESP", packets::esp(&Net::nodes(), 0xc0ffee, 1), false),
+        ("malformed", malformed, false),
+    ]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if !netobs_tests::privilege::require_root("bench datapath") {
+        return;
+    }
+    let plain = Options::default();
+    let patterns = Options {
+        patterns: [
+            "password",
+            "token=",
+            "Authorization",
+            "SELECT ",
+            "secret",
+            "BEGIN RSA",
+            "api_key",
+            "zzzz",
+        ]
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect(),
+        // No events: the ring would fill and the cost of a full ring is not
+        // the cost of a packet.
+        http_events: false,
+        new_flow_events: false,
+        ..Options::default()
+    };
+    let no_events = Options {
+        http_events: false,
+        new_flow_events: false,
+        ..plain
+    };
+    let mut dp = Datapath::load(&no_events).expect("loading the datapath (root needed)");
+    let mut dp_patterns = Datapath::load(&patterns).expect("loading the datapath");
+    dp.register_interface(1).expect("lo");
+    dp_patterns.register_interface(1).expect("lo");
+
+    let mut rows = Vec::new();
+    println!("| packet | hook | netobs ns/pkt | empty ns/pkt | overhead ns |");
+    println!("|---|---|---:|---:|---:|");
+    for (name, pkt, with_patterns) in kinds() {
+        let d = if with_patterns {
+            &mut dp_patterns
+        } else {
+            &mut dp
+        };
+        let run = RunPacket::new(&pkt);
+        for xdp in [false, true] {
+            let (mut full, mut empty, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..RUNS {
+                let e = ns(d.run_empty(xdp, &run, REPEAT).expect("empty run").duration);
+                let f = if xdp {
+                    d.run_xdp(&pkt, REPEAT).expect("xdp run").duration
+                } else {
+                    d.run_tc(Direction::Ingress, &run, REPEAT)
+                        .expect("tc run")
+                        .duration
+                };
+                let f = ns(f);
+                full.push(f);
+                empty.push(e);
+                diff.push(f - e);
+            }
+            let (f, e, o) = (median(full), median(empty), median(diff));
+            let hook = if xdp { "xdp" } else { "tc" };
+            println!("| {name} | {hook} | {f:.1} | {e:.1} | {o:.1} |");
+            rows.push(json!({"packet": name, "hook": hook, "netobs_ns": f, "empty_ns": e, "overhead_ns": o}));
+        }
+    }
+    let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());
+    let _ = std::fs::create_dir_all(&dir);
+    let out = json!({"repeat": REPEAT, "runs": RUNS, "statistic": "median", "rows": rows});
+    std::fs::write(
+        format!("{dir}/datapath.json"),
+        serde_json::to_string_pretty(&out).unwrap_or_default(),
+    )
+    .expect("writing datapath.json");
+}
