@@ -195,11 +195,9 @@ impl Poller {
             if l.encrypted == "true" {
                 m.inc(&metrics::PLAINTEXT_ON_ENCRYPTED, &[&l.network], g.bytes);
             }
-            if f.direction == Direction::Ingress.name()
-                && inv.docker_up
-                && inv.swarm.is_some()
-                && !l.peer_known
-            {
+            // To or from: either way, the data-path port talks to a host
+            // that is not a node.
+            if inv.docker_up && inv.swarm.is_some() && !l.peer_known {
                 m.inc(&metrics::UNKNOWN_PEER, &[&iface_name(k.ifindex)], g.packets);
             }
             for alert in self.alerts.observe(&l, &g, now) {

@@ -86,7 +86,7 @@ metric!(
     "netobs_vxlan_from_unknown_peer_packets_total",
     Counter,
     ["iface"],
-    "VXLAN packets from an address that is not a node of this swarm: an exposed data-path port."
+    "VXLAN packets to or from an address that is not a node of this swarm: an exposed data-path port."
 );
 metric!(
     FLOWS_ACTIVE,
@@ -319,6 +319,24 @@ impl Metrics {
     }
 }
 
+/// The README's metric reference, as a Markdown table.
+pub fn reference_table() -> String {
+    let mut out = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
+    for d in METRICS {
+        let kind = match d.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        out.push_str(&format!(
+            "| `{}` | {kind} | {} | {} |\n",
+            d.name,
+            d.labels.join(", "),
+            d.help
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,22 +394,4 @@ mod tests {
         assert!(!text.contains("network=\"gone\""), "{text}");
         assert!(text.contains("network=\"here\",pattern=\"p\"} 4"));
     }
-}
-
-/// The README's metric reference, as a Markdown table.
-pub fn reference_table() -> String {
-    let mut out = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
-    for d in METRICS {
-        let kind = match d.kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        out.push_str(&format!(
-            "| `{}` | {kind} | {} | {} |\n",
-            d.name,
-            d.labels.join(", "),
-            d.help
-        ));
-    }
-    out
 }
