@@ -267,6 +267,37 @@ impl TwoNodeSwarm {
         Ok(swarm)
     }
 
+    /// An attachable overlay network, with `--opt encrypted` if asked.
+    pub fn network(&self, name: &str, encrypted: bool) -> Result<()> {
+        let mut a = vec!["network", "create", "--driver", "overlay", "--attachable"];
+        if encrypted {
+            a.extend(["--opt", "encrypted"]);
+        }
+        a.push(name);
+        self.manager.docker(&a).map(drop)
+    }
+
+    /// A DNSRR service (this kernel has no IPVS for VIPs) of the lab image
+    /// on the nodes of `role` ("manager" or "worker"), running `cmd`.
+    pub fn service(&self, name: &str, networks: &[&str], role: &str, cmd: &[&str]) -> Result<()> {
+        let constraint = format!("node.role=={role}");
+        let mut a = vec![
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            name,
+            "--endpoint-mode",
+            "dnsrr",
+        ];
+        for n in networks {
+            a.extend(["--network", n]);
+        }
+        a.extend(["--constraint", &constraint, IMAGE]);
+        a.extend(cmd);
+        self.manager.docker(&a).map(drop)
+    }
+
     /// Waits until `service` has `n` running tasks.
     pub fn wait_running(&self, service: &str, n: usize) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);

@@ -87,21 +87,29 @@ impl Drop for HttpServer {
     }
 }
 
-/// One request on a fresh connection from inside `ns`; returns the status.
-pub fn http_request(ns: &Netns, to: SocketAddr, method: &str, path: &str) -> Result<u16> {
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n");
+/// Sends `request` on a fresh connection from inside `ns` and reads the
+/// whole answer (the server closes).
+fn exchange(ns: &Netns, to: SocketAddr, request: String) -> Result<String> {
     let resp = ns.run_in(move || -> Result<Vec<u8>> {
         let mut s =
             TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connecting")?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(req.as_bytes())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(request.as_bytes())?;
         let mut out = Vec::new();
         s.read_to_end(&mut out)?;
         Ok(out)
     })??;
-    let text = String::from_utf8_lossy(&resp);
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok());
-    match status {
+    Ok(String::from_utf8_lossy(&resp).into_owned())
+}
+
+/// One request on a fresh connection from inside `ns`; returns the status.
+pub fn http_request(ns: &Netns, to: SocketAddr, method: &str, path: &str) -> Result<u16> {
+    let text = exchange(
+        ns,
+        to,
+        format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n"),
+    )?;
+    match text.split(' ').nth(1).and_then(|s| s.parse().ok()) {
         Some(s) => Ok(s),
         None => bail!("no HTTP status in the answer: {text:?}"),
     }
@@ -121,17 +129,11 @@ pub fn udp_send(ns: &Netns, to: SocketAddr, count: usize, size: usize) -> Result
 
 /// GET `path` from `to` inside `ns`; the body of a 200 answer.
 pub fn http_get(ns: &Netns, to: SocketAddr, path: &str) -> Result<String> {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n");
-    let resp = ns.run_in(move || -> Result<Vec<u8>> {
-        let mut s =
-            TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connecting")?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(req.as_bytes())?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out)?;
-        Ok(out)
-    })??;
-    let text = String::from_utf8_lossy(&resp).into_owned();
+    let text = exchange(
+        ns,
+        to,
+        format!("GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n"),
+    )?;
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         bail!("no HTTP answer from {to}{path}");
     };

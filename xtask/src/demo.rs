@@ -17,7 +17,7 @@ use netobs_tests::{
     esp::{EspInjector, EspSa, NEXT_HEADER_IPV4},
     lab::{self, LabConfig, Process, TwoHostLab},
     packets::{self, Net},
-    swarm::{TwoNodeSwarm, IMAGE, MANAGER_ADDR, MANAGER_DEV},
+    swarm::{TwoNodeSwarm, MANAGER_ADDR, MANAGER_DEV},
     traffic::{http_request, udp_send, HttpServer},
 };
 
@@ -68,44 +68,9 @@ fn esp_packets(sa: &EspSa, seq: &mut u32, n: u32) -> Result<Vec<Vec<u8>>> {
 fn swarm(args: &DemoArgs, netobs: &str) -> Result<()> {
     eprintln!("\n== starting a two-node swarm (manager {MANAGER_ADDR}, worker) in namespaces ==");
     let swarm = TwoNodeSwarm::new().context("starting the demo swarm")?;
-    let m = &swarm.manager;
-    m.docker(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--attachable",
-        "backend",
-    ])?;
-    m.docker(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--attachable",
-        "--opt",
-        "encrypted",
-        "secure",
-    ])?;
-    let service = |name: &str, nets: &[&str], role: &str, cmd: &[&str]| -> Result<()> {
-        let mut a = vec![
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            name,
-            "--endpoint-mode",
-            "dnsrr",
-        ];
-        for n in nets {
-            a.extend(["--network", n]);
-        }
-        let constraint = format!("node.role=={role}");
-        a.extend(["--constraint", &constraint, IMAGE]);
-        a.extend(cmd);
-        m.docker(&a).map(drop)
-    };
-    service(
+    swarm.network("backend", false)?;
+    swarm.network("secure", true)?;
+    swarm.service(
         "web",
         &["backend", "secure"],
         "worker",
@@ -113,8 +78,8 @@ fn swarm(args: &DemoArgs, netobs: &str) -> Result<()> {
     )?;
     let loop_get =
         "while true; do wget -q -O /dev/null 'http://web/index.html?session=abc123'; sleep 1; done";
-    service("shop", &["backend"], "manager", &["sh", "-c", loop_get])?;
-    service("billing", &["secure"], "manager", &["sh", "-c", loop_get])?;
+    swarm.service("shop", &["backend"], "manager", &["sh", "-c", loop_get])?;
+    swarm.service("billing", &["secure"], "manager", &["sh", "-c", loop_get])?;
     swarm.wait_running("web", 1)?;
 
     eprintln!("== netobs run --iface {MANAGER_DEV} on the manager; Ctrl-C to stop early ==\n");
@@ -129,7 +94,12 @@ fn swarm(args: &DemoArgs, netobs: &str) -> Result<()> {
         "5",
         "--events",
     ])
-    .args(["--docker-host", &m.host(), "--require-encryption", "all"]);
+    .args([
+        "--docker-host",
+        &swarm.manager.host(),
+        "--require-encryption",
+        "all",
+    ]);
     let agent = Process::spawn(cmd)?;
     let injector = EspInjector::new(&swarm.ns_worker)?;
     let sa = EspSa::new(0x0d0c_0001, [0x11; 16], [1, 2, 3, 4]);
