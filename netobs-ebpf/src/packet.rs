@@ -7,7 +7,9 @@ use core::ptr::{read_unaligned, read_volatile};
 
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
-    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_skb_pull_data, bpf_xdp_load_bytes},
+    helpers::{
+        bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_skb_pull_data, bpf_xdp_load_bytes,
+    },
     programs::{TcContext, XdpContext},
 };
 use netobs_common::{CONFIG_FLAG_REPLAY, REPLAY_CB_LEN, REPLAY_CB_TS_HI, REPLAY_CB_TS_LO};
@@ -76,6 +78,14 @@ impl Hdr {
             }
         }
     }
+}
+
+/// Flow timestamps need milliseconds, not nanoseconds: the coarse clock is
+/// a fraction of the cost of the precise one under a hypervisor.
+#[inline(always)]
+fn coarse_now() -> u64 {
+    // SAFETY: helper without preconditions (5.11+).
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]
@@ -186,8 +196,7 @@ impl Packet for Tc {
             };
             return (hi as u64) << 32 | lo as u64;
         }
-        // SAFETY: helper without preconditions.
-        unsafe { bpf_ktime_get_ns() }
+        coarse_now()
     }
 
     #[inline(always)]
@@ -251,8 +260,7 @@ impl Packet for Xdp {
 
     #[inline(always)]
     fn now(&self) -> u64 {
-        // SAFETY: helper without preconditions.
-        unsafe { bpf_ktime_get_ns() }
+        coarse_now()
     }
 
     #[inline(always)]

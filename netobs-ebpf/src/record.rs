@@ -28,18 +28,15 @@ const EEXIST: i32 = -17;
 pub fn observe<P: Packet>(pkt: &P, direction: Direction) -> Class {
     let cfg = CONFIG.load();
     let mut key = MaybeUninit::<FlowKey>::uninit();
-    // SAFETY: zeroed FlowKey is a valid FlowKey (plain integers).
-    let key = unsafe {
-        mem::zero(key.as_mut_ptr());
-        key.assume_init_mut()
-    };
     let mut meta = Meta::default();
-    let class = parse::classify(pkt, &cfg, key, &mut meta);
+    let class = parse::classify(pkt, &cfg, &mut key, &mut meta);
     let packets = pkt.segments();
     let bytes = pkt.len() as u64;
     let ifindex = pkt.ifindex();
     count(ifindex, direction, class, packets, bytes);
     if class == Class::Vxlan || class == Class::Esp {
+        // SAFETY: classify initialises the key for these two classes.
+        let key = unsafe { key.assume_init_mut() };
         key.ifindex = ifindex;
         key.direction = direction as u8;
         flow(pkt, &cfg, key, &meta, packets, bytes);
