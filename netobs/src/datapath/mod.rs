@@ -2,6 +2,7 @@
 //! configuration, attach and detach them, read their maps, feed them
 //! captured packets. Nothing here knows about Docker.
 pub mod attach;
+mod batch;
 pub mod events;
 pub mod matcher;
 pub mod read;

@@ -1,11 +1,14 @@
 //! Reading the maps: per-CPU values are summed here, so nothing above this
 //! module knows how many CPUs there are.
-use std::collections::HashMap as StdHashMap;
+use std::{
+    collections::HashMap as StdHashMap,
+    os::fd::{AsFd, AsRawFd},
+};
 
 use aya::maps::{HashMap, PerCpuArray};
 use netobs_common::{Counter, FlowKey, FlowStats, COUNTER_SLOTS, STAT_COUNT};
 
-use super::{map_ref, names, Datapath, DatapathError};
+use super::{batch, map_ref, names, Datapath, DatapathError};
 
 /// Summed counters, indexed by `netobs_common::counter_index`.
 pub type Counters = Vec<Counter>;
@@ -45,10 +48,27 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Every flow in the table. The kernel keeps updating while we walk, and
-    /// an entry evicted under our feet makes the walk restart, so keys are
-    /// deduplicated.
+    /// Every flow in the table: in batches of thousands per system call
+    /// where the kernel has BPF_MAP_LOOKUP_BATCH (5.6+), else one by one.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
+        if let Some(all) = self.flows_batched() {
+            return Ok(all);
+        }
+        self.flows_one_by_one()
+    }
+
+    /// `None` when the kernel refuses batch lookups on this map.
+    pub fn flows_batched(&self) -> Option<Vec<(FlowKey, FlowStats)>> {
+        let aya::maps::Map::LruHashMap(data) = self.ebpf().map(names::FLOWS)? else {
+            return None;
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        batch::lookup_all::<FlowKey, FlowStats>(fd).ok()
+    }
+
+    /// The kernel keeps updating while we walk, and an entry evicted under
+    /// our feet makes the walk restart, so keys are deduplicated.
+    pub fn flows_one_by_one(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
         let map: HashMap<_, FlowKey, FlowStats> = map_ref(self.ebpf(), names::FLOWS)?;
         let mut out = StdHashMap::new();
         for item in map.iter() {
