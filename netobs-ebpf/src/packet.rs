@@ -7,9 +7,7 @@ use core::ptr::{read_unaligned, read_volatile};
 
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
-    helpers::{
-        bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_skb_pull_data, bpf_xdp_load_bytes,
-    },
+    helpers::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_skb_pull_data, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
 use netobs_common::{CONFIG_FLAG_REPLAY, REPLAY_CB_LEN, REPLAY_CB_TS_HI, REPLAY_CB_TS_LO};

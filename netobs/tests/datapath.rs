@@ -681,9 +681,12 @@ fn the_flow_table_reads_in_batches_and_one_by_one_alike() {
     for port in 0..5000u16 {
         let inner = packets::udp(&Net::containers(), 10000 + port, 53, b"q");
         let pkt = packets::vxlan(&Net::nodes(), 4789, 7, &inner);
-        h.dp.run_tc(Direction::Ingress, &RunPacket::new(&pkt), 1).expect("tc run");
+        h.dp.run_tc(Direction::Ingress, &RunPacket::new(&pkt), 1)
+            .expect("tc run");
     }
-    let mut batched = h.dp.flows_batched().expect("the kernel answers batch lookups");
+    let mut batched =
+        h.dp.flows_batched()
+            .expect("the kernel answers batch lookups");
     let mut single = h.dp.flows_one_by_one().expect("reading one by one");
     assert_eq!(batched.len(), 5000);
     let order = |v: &mut Vec<(netobs_common::FlowKey, netobs_common::FlowStats)>| {

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the datapath's per-packet cost against a do-nothing
-//! program on the same hook (medians of alternated runs). Writes
-//! `target/bench/datapath.json` and prints a Markdown table.
+//! program on the same hook (medians of alternated runs), and the flow table
+//! at 100k and 1M flows. Writes `target/bench/{datapath,scale}.json` and
+//! prints Markdown tables.
 use anyhow::Result;
 
 use crate::{build, cmd, root};
@@ -9,11 +10,13 @@ pub fn run() -> Result<()> {
     let object = build::ebpf(false)?;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    cmd::run(
-        build::userspace_cargo(&object)
-            .env("NETOBS_BENCH_DIR", &dir)
-            .args(["bench", "-p", "netobs", "--bench", "datapath"]),
-    )?;
-    eprintln!("results: {}", dir.join("datapath.json").display());
+    for bench in ["datapath", "scale"] {
+        cmd::run(
+            build::userspace_cargo(&object)
+                .env("NETOBS_BENCH_DIR", &dir)
+                .args(["bench", "-p", "netobs", "--bench", bench]),
+        )?;
+    }
+    eprintln!("results: {}/{{datapath,scale}}.json", dir.display());
     Ok(())
 }

@@ -33,7 +33,11 @@ pub fn lookup_all<K: Copy + Default, V: Copy + Default>(fd: i32) -> io::Result<V
     let mut first = true;
     loop {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &mut token_in as *mut u64 as u64 },
+            in_batch: if first {
+                0
+            } else {
+                &mut token_in as *mut u64 as u64
+            },
             out_batch: &mut token_out as *mut u64 as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
