@@ -14,10 +14,12 @@ use netobs_common::{CONFIG_FLAG_REPLAY, REPLAY_CB_LEN, REPLAY_CB_TS_HI, REPLAY_C
 
 use crate::maps::CONFIG;
 
-/// Headers the parser may need in the linear part of an skb: outer Ethernet
-/// with two tags, IPv6 with extension headers, UDP, VXLAN, inner Ethernet,
-/// inner IPv6 and TCP with options.
-const LINEAR_WANTED: u32 = 256;
+/// Below this many linear bytes even the outer headers are paged, and the
+/// skb is pulled. Above it nothing is pulled: the stack and GRO keep headers
+/// linear, and pulling every packet whose payload sits in page fragments
+/// would copy payload on every packet (measured: 425 instead of ~110 ns per
+/// packet on iperf3 traffic).
+const LINEAR_WANTED: u32 = 64;
 
 pub trait Packet {
     /// Length the headers may claim: the packet's length on the wire.

@@ -153,8 +153,7 @@ fn payload<P: Packet>(
 ) {
     let mut request = 0u8;
     if meta.inner_tcp && meta.payload_len >= 8 {
-        if let Some(h) = pkt.at::<8>(off) {
-            let head = h.bytes8(0);
+        if let Some((head, tail)) = payload_head(pkt, off, meta.payload_len) {
             if let Some(method) = http::request_method(&head) {
                 // The verifier needs to see the bound itself; LLVM would drop
                 // a check it can prove from the enum's range.
@@ -165,11 +164,9 @@ fn payload<P: Packet>(
                 }
                 request = method as u8;
             } else if http::is_response(&head) {
-                let class = match pkt.at::<12>(off) {
-                    Some(line) if meta.payload_len >= 12 => {
-                        http::status_class(&head, line.be32(8).to_be_bytes())
-                    }
-                    _ => 0,
+                let class = match tail {
+                    Some(t) => http::status_class(&head, t),
+                    None => 0,
                 };
                 let class = core::hint::black_box(class);
                 if class < HTTP_STATUS_CLASSES {
@@ -213,6 +210,30 @@ fn payload<P: Packet>(
             add32(unsafe { &raw mut (*stats).pattern_hits[i] }, 1);
         }
     }
+}
+
+/// The first 8 payload bytes, and the next 4 when there are 12: straight
+/// from the packet when they are linear, else copied out (a payload in page
+/// fragments, as TCP sends it).
+#[inline(always)]
+fn payload_head<P: Packet>(pkt: &P, off: usize, len: usize) -> Option<([u8; 8], Option<[u8; 4]>)> {
+    if len >= 12 {
+        if let Some(h) = pkt.at::<12>(off) {
+            return Some((h.bytes8(0), Some(h.be32(8).to_be_bytes())));
+        }
+    } else if let Some(h) = pkt.at::<8>(off) {
+        return Some((h.bytes8(0), None));
+    }
+    let mut buf = [0u8; 12];
+    let n = if len >= 12 { 12 } else { 8 };
+    if !pkt.copy_into(off, &mut buf, n) {
+        return None;
+    }
+    let head = [
+        buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
+    ];
+    let tail = (n == 12).then_some([buf[8], buf[9], buf[10], buf[11]]);
+    Some((head, tail))
 }
 
 /// Token bucket per CPU: bursts pass, floods are cut and counted.

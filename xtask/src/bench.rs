@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the datapath's per-packet cost against a do-nothing
 //! program on the same hook (medians of alternated runs), and the flow table
-//! at 100k and 1M flows. Writes `target/bench/{datapath,scale}.json` and
+//! at 100k and 1M flows, and live VXLAN traffic with netobs, tcpdump and
+//! ngrep side by side. Writes `target/bench/{datapath,scale,live}.json` and
 //! prints Markdown tables.
 use anyhow::Result;
 
@@ -10,13 +11,13 @@ pub fn run() -> Result<()> {
     let object = build::ebpf(false)?;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    for bench in ["datapath", "scale"] {
+    for bench in ["datapath", "scale", "live"] {
         cmd::run(
             build::userspace_cargo(&object)
                 .env("NETOBS_BENCH_DIR", &dir)
                 .args(["bench", "-p", "netobs", "--bench", bench]),
         )?;
     }
-    eprintln!("results: {}/{{datapath,scale}}.json", dir.display());
+    eprintln!("results: {}/{{datapath,scale,live}}.json", dir.display());
     Ok(())
 }

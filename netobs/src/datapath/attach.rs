@@ -200,12 +200,42 @@ impl Datapath {
         Ok(att)
     }
 
-    fn attach_tc(&mut self, att: &mut Attachment, direction: Direction) -> Result<(), AttachError> {
-        let (name, kind) = match direction {
-            Direction::Ingress => (names::TC_INGRESS, TcAttachType::Ingress),
-            Direction::Egress => (names::TC_EGRESS, TcAttachType::Egress),
+    /// Attaches the do-nothing TC program on both directions of `iface`,
+    /// after whatever is there: the baseline that `bpf_stats` figures of the
+    /// real programs are compared with in the live benchmark.
+    pub fn attach_baseline(&mut self, iface: &str) -> Result<Attachment, AttachError> {
+        let mut att = Attachment {
+            iface: iface.to_owned(),
+            ifindex: ifindex(iface)?,
+            ingress: IngressHook::Tc,
+            links: Vec::new(),
+            created_clsact: false,
         };
-        let prog = self.classifier(name)?;
+        for d in Direction::ALL {
+            self.attach_tc_named(&mut att, d, names::BENCH_TC_EMPTY)?;
+        }
+        Ok(att)
+    }
+
+    fn attach_tc(&mut self, att: &mut Attachment, direction: Direction) -> Result<(), AttachError> {
+        let name = match direction {
+            Direction::Ingress => names::TC_INGRESS,
+            Direction::Egress => names::TC_EGRESS,
+        };
+        self.attach_tc_named(att, direction, name)
+    }
+
+    fn attach_tc_named(
+        &mut self,
+        att: &mut Attachment,
+        direction: Direction,
+        name: &'static str,
+    ) -> Result<(), AttachError> {
+        let kind = match direction {
+            Direction::Ingress => TcAttachType::Ingress,
+            Direction::Egress => TcAttachType::Egress,
+        };
+        let prog = self.classifier_loaded(name)?;
         let err = |source| AttachError::Attach {
             iface: att.iface.clone(),
             hook: name,

@@ -1,0 +1,330 @@
+//! Live cost on real VXLAN traffic between two namespaces (iperf3 TCP, and
+//! UDP with 64-byte payloads), side by side in the same run: nothing
+//! attached, netobs in TC mode, netobs in XDP mode, `tcpdump -w /dev/null`,
+//! `ngrep HTTP`. Observers are alternated run by run; medians are reported.
+//!
+//! netobs's kernel cost comes from bpf_stats, as its programs' run time per
+//! packet minus that of a do-nothing classifier attached to the same hooks
+//! in the same run (the statistics themselves cost tens of ns per run).
+//! The sniffers' CPU is their process time: it leaves out the kernel's copy
+//! of every packet to their socket. Run by `cargo xtask bench`; writes
+//! `$NETOBS_BENCH_DIR/live.json`.
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    os::fd::AsRawFd,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use netobs::datapath::{Datapath, Options};
+use netobs_tests::{
+    lab::{self, LabConfig, Process, TwoHostLab},
+    link,
+    netns::Netns,
+};
+use serde_json::{json, Value};
+
+const SECONDS: u64 = 4;
+const RUNS: usize = 3;
+const OBSERVERS: [&str; 5] = [
+    "none",
+    "netobs tc",
+    "netobs xdp",
+    "tcpdump -w /dev/null",
+    "ngrep HTTP",
+];
+
+fn ticks(pid: u32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may contain spaces).
+    let rest = s.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+fn tick_ns() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    1e9 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// (run time ns, run count) summed over loaded programs whose name starts
+/// with `prefix` (bpftool shows the first 15 characters).
+fn bpf_stats(prefix: &str) -> (u64, u64) {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output();
+    let Ok(out) = out else { return (0, 0) };
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut t = (0, 0);
+    for p in v.as_array().into_iter().flatten() {
+        if p["name"].as_str().is_some_and(|n| n.starts_with(prefix)) {
+            t.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+            t.1 += p["run_cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    t
+}
+
+/// kernel.bpf_stats_enabled on for the benchmark, back off afterwards.
+struct StatsOn;
+
+impl StatsOn {
+    fn new() -> StatsOn {
+        let _ = Command::new("sysctl")
+            .args(["-qw", "kernel.bpf_stats_enabled=1"])
+            .status();
+        StatsOn
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        let _ = Command::new("sysctl")
+            .args(["-qw", "kernel.bpf_stats_enabled=0"])
+            .status();
+    }
+}
+
+/// The do-nothing classifier on `dev` inside `ns`, held by a thread.
+struct Baseline {
+    stop: mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Baseline {
+    fn attach(ns: &Netns, dev: &str) -> Baseline {
+        let file = File::open(ns.path()).expect("namespace");
+        let dev = dev.to_owned();
+        let (ready_tx, ready) = mpsc::channel();
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: a valid namespace fd; affects this thread only.
+            assert_eq!(
+                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0,
+                "setns"
+            );
+            let mut dp = Datapath::load(&Options::default()).expect("loading the baseline");
+            let att = dp.attach_baseline(&dev).expect("attaching the baseline");
+            let _ = ready_tx.send(());
+            let _ = stop_rx.recv();
+            drop(att);
+        });
+        ready.recv().expect("baseline attached");
+        Baseline {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Sample {
+    mbps: f64,
+    pps: f64,
+    cpu_ns_per_pkt: Option<f64>,
+    kernel_ns_per_pkt: Option<f64>,
+    missed: Option<i64>,
+}
+
+fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
+    let (ns, dev) = lab.host_a();
+    let netobs_mode = match observer {
+        "netobs tc" => Some("tc"),
+        "netobs xdp" => Some("xdp"),
+        _ => None,
+    };
+    let mut baseline = None;
+    let start = link::stats(ns, dev).expect("link stats");
+    let mut proc = match observer {
+        "none" => None,
+        "tcpdump -w /dev/null" => {
+            let mut c = ns.command("tcpdump");
+            c.args(["-i", dev, "-w", "/dev/null", "-s", "0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            Some(Process::spawn(c).expect("tcpdump"))
+        }
+        "ngrep HTTP" => {
+            let mut c = ns.command("ngrep");
+            c.args(["-q", "-d", dev, "HTTP"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            Some(Process::spawn(c).expect("ngrep"))
+        }
+        _ => {
+            let mut c = ns.command(env!("CARGO_BIN_EXE_netobs"));
+            c.args([
+                "run",
+                "--no-docker",
+                "--iface",
+                dev,
+                "--mode",
+                netobs_mode.unwrap_or("tc"),
+                "--json",
+                "--interval",
+                "3600",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+            Some(Process::spawn(c).expect("netobs"))
+        }
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    if netobs_mode == Some("tc") {
+        baseline = Some(Baseline::attach(ns, dev));
+    }
+    let pid = proc.as_ref().and_then(|p| p.pid());
+    let cpu0 = pid.map(ticks).unwrap_or(0);
+    let (nt0, nc0) = bpf_stats("netobs_tc_");
+    let (et0, ec0) = bpf_stats("bench_tc_empty");
+    let link0 = link::stats(ns, dev).expect("link stats");
+    let mut args = vec![
+        "-c".to_owned(),
+        lab::OVERLAY_B.to_owned(),
+        "-t".to_owned(),
+        SECONDS.to_string(),
+        "-J".to_owned(),
+    ];
+    if udp {
+        args.extend(["-u", "-l", "64", "-b", "60M"].map(String::from));
+    }
+    let out = ns.command("iperf3").args(&args).output().expect("iperf3");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let bps = if udp {
+        v["end"]["sum"]["bits_per_second"].as_f64()
+    } else {
+        v["end"]["sum_received"]["bits_per_second"].as_f64()
+    }
+    .unwrap_or(0.0);
+    let link1 = link::stats(ns, dev).expect("link stats");
+    let (nt1, nc1) = bpf_stats("netobs_tc_");
+    let (et1, ec1) = bpf_stats("bench_tc_empty");
+    let cpu1 = pid.map(ticks).unwrap_or(0);
+    let packets = (link1.rx_packets + link1.tx_packets) - (link0.rx_packets + link0.tx_packets);
+    let kernel = (baseline.is_some() && nc1 > nc0 && ec1 > ec0)
+        .then(|| (nt1 - nt0) as f64 / (nc1 - nc0) as f64 - (et1 - et0) as f64 / (ec1 - ec0) as f64);
+    drop(baseline.take());
+    let mut missed = None;
+    if let Some(p) = proc.take() {
+        let out = p.stop(libc::SIGINT).expect("stopping the observer");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if netobs_mode.is_some() {
+            // The lab carries only benchmark traffic: everything the link
+            // carried since before the agent started is what it must have
+            // counted.
+            if let Some(last) = text.lines().rfind(|l| l.starts_with('{')) {
+                let j: Value = serde_json::from_str(last).unwrap_or(Value::Null);
+                let seen: u64 = ["ingress", "egress"]
+                    .iter()
+                    .flat_map(|d| {
+                        ["vxlan", "esp", "other", "malformed"]
+                            .map(|c| j["interfaces"][0][d][c]["packets"].as_u64().unwrap_or(0))
+                    })
+                    .sum();
+                let end = link::stats(ns, dev).expect("link stats");
+                let carried =
+                    (end.rx_packets + end.tx_packets) - (start.rx_packets + start.tx_packets);
+                missed = Some(carried as i64 - seen as i64);
+            }
+        } else if let Some(l) = err.lines().find(|l| l.contains("dropped by kernel")) {
+            missed = l.split_whitespace().next().and_then(|n| n.parse().ok());
+        }
+    }
+    let cpu = pid.map(|_| (cpu1 - cpu0) as f64 * tick_ns() / packets.max(1) as f64);
+    Sample {
+        mbps: bps / 1e6,
+        pps: packets as f64 / SECONDS as f64,
+        cpu_ns_per_pkt: cpu,
+        kernel_ns_per_pkt: kernel,
+        missed,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if !netobs_tests::privilege::require_root("bench live") {
+        return;
+    }
+    let _stats = StatsOn::new();
+    let lab = TwoHostLab::new(LabConfig::default()).expect("lab");
+    let mut server = lab.b.command("iperf3");
+    server
+        .args(["-s", "-B", lab::OVERLAY_B])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _server = Process::spawn(server).expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut samples: BTreeMap<(bool, &str), Vec<Sample>> = BTreeMap::new();
+    for run in 0..RUNS {
+        for udp in [false, true] {
+            // Alternate the order run by run so drift does not favour one.
+            let mut order: Vec<&str> = OBSERVERS.to_vec();
+            if run % 2 == 1 {
+                order.reverse();
+            }
+            for o in order {
+                samples
+                    .entry((udp, o))
+                    .or_default()
+                    .push(observe(&lab, o, udp));
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    println!("| workload | observer | Mbit/s | packets/s | observer CPU ns/pkt | netobs kernel ns/pkt (minus empty) | missed |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for udp in [false, true] {
+        for o in OBSERVERS {
+            let Some(v) = samples.get(&(udp, o)) else {
+                continue;
+            };
+            let mbps = median(v.iter().map(|s| s.mbps).collect());
+            let pps = median(v.iter().map(|s| s.pps).collect());
+            let cpu: Vec<f64> = v.iter().filter_map(|s| s.cpu_ns_per_pkt).collect();
+            let kern: Vec<f64> = v.iter().filter_map(|s| s.kernel_ns_per_pkt).collect();
+            let missed: Vec<i64> = v.iter().filter_map(|s| s.missed).collect();
+            let cpu = (!cpu.is_empty()).then(|| median(cpu));
+            let kern = (!kern.is_empty()).then(|| median(kern));
+            let missed_max = missed.iter().copied().max();
+            let w = if udp { "UDP 64 B" } else { "TCP" };
+            let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0}"));
+            println!(
+                "| {w} | {o} | {mbps:.0} | {pps:.0} | {} | {} | {} |",
+                f(cpu),
+                f(kern),
+                missed_max.map_or("-".into(), |m| m.to_string())
+            );
+            rows.push(json!({"workload": w, "observer": o, "mbps": mbps, "pps": pps, "observer_cpu_ns_per_packet": cpu, "netobs_kernel_ns_per_packet": kern, "missed_max": missed_max}));
+        }
+    }
+    let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());
+    let _ = std::fs::create_dir_all(&dir);
+    std::fs::write(
+        format!("{dir}/live.json"),
+        serde_json::to_string_pretty(&json!({"seconds": SECONDS, "runs": RUNS, "rows": rows}))
+            .unwrap_or_default(),
+    )
+    .expect("writing live.json");
+}
