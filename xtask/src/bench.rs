@@ -18,6 +18,17 @@ pub fn run() -> Result<()> {
                 .args(["bench", "-p", "netobs", "--bench", bench]),
         )?;
     }
-    eprintln!("results: {}/{{datapath,scale,live}}.json", dir.display());
+    // One file for scripts: the three parts side by side.
+    let mut all = String::from("{");
+    for (i, part) in ["datapath", "scale", "live"].iter().enumerate() {
+        let text = std::fs::read_to_string(dir.join(format!("{part}.json")))?;
+        all.push_str(&format!(
+            "{}\"{part}\": {text}",
+            if i > 0 { ", " } else { "" }
+        ));
+    }
+    all.push('}');
+    std::fs::write(dir.join("results.json"), all)?;
+    eprintln!("results: {}", dir.join("results.json").display());
     Ok(())
 }
