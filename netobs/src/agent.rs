@@ -285,6 +285,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     for iface in &cfg.ifaces {
         crate::datapath::attach::ifindex(iface)?;
     }
+    crate::privileges::check()?;
     cfg.datapath.data_path_ports = data_path_ports(&cfg).await;
     let mut dp = Datapath::load(&cfg.datapath)?;
     let mut atts = Vec::new();

@@ -10,4 +10,5 @@ pub mod datapath;
 pub mod export;
 pub mod flows;
 pub mod inventory;
+pub mod privileges;
 pub mod replay;

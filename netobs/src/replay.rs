@@ -20,6 +20,8 @@ pub enum ReplayError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::MissingCapabilities),
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +54,7 @@ pub fn replay(path: &Path, mut opts: Options) -> Result<ReplayReport, ReplayErro
     // Open the capture first: a bad path is the likeliest mistake and must
     // not wait on (or be hidden behind) a privilege error.
     let mut capture = Capture::open(path)?;
+    crate::privileges::check()?;
     opts.replay = true;
     // Events have nobody to read them in replay.
     opts.new_flow_events = false;

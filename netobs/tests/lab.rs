@@ -288,3 +288,23 @@ fn missing_interface_is_one_clear_line() {
         "{err}"
     );
 }
+
+#[test]
+fn missing_capabilities_are_named_in_one_line() {
+    require_root!();
+    // Root without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN.
+    let out = Command::new("capsh")
+        .args(["--drop=cap_bpf,cap_perfmon,cap_sys_admin", "--"])
+        .arg("-c")
+        .arg(format!(
+            "{} run --iface lo --no-docker",
+            env!("CARGO_BIN_EXE_netobs")
+        ))
+        .output()
+        .expect("running capsh (apt-get install libcap2-bin)");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("lacks CAP_BPF, CAP_PERFMON"), "{err}");
+}

@@ -23,6 +23,7 @@ pub const PACKAGES: &[&str] = &[
     "jq",
     "curl",
     "busybox-static",
+    "libcap2-bin",
     "ca-certificates",
     "build-essential",
 ];
