@@ -308,3 +308,19 @@ fn missing_capabilities_are_named_in_one_line() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("lacks CAP_BPF, CAP_PERFMON"), "{err}");
 }
+
+#[test]
+fn flows_without_an_agent_says_how_to_start_one() {
+    // Nothing listens on port 1 of loopback; no privileges needed.
+    let out = Command::new(env!("CARGO_BIN_EXE_netobs"))
+        .args(["flows", "--agent", "127.0.0.1:1"])
+        .output()
+        .expect("running netobs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().filter(|l| !l.is_empty()).count(), 1, "{err}");
+    assert!(
+        err.contains("no netobs agent answers at 127.0.0.1:1") && err.contains("netobs run"),
+        "{err}"
+    );
+}

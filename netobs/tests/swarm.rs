@@ -253,6 +253,41 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
         );
     }
 
+    // `netobs flows` against the running agent: services by name, plaintext
+    // marked.
+    let out = swarm
+        .ns_manager
+        .command(env!("CARGO_BIN_EXE_netobs"))
+        .args(["flows", "--json", "--agent", METRICS])
+        .output()
+        .expect("netobs flows");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("flows JSON");
+    let labelled = flows.as_array().expect("a list").iter().any(|f| {
+        f["labels"]["network"] == "backend"
+            && f["labels"]["src_service"] == "client"
+            && f["labels"]["dst_service"] == "web"
+    });
+    assert!(labelled, "no client -> web flow on backend: {flows}");
+    let out = swarm
+        .ns_manager
+        .command(env!("CARGO_BIN_EXE_netobs"))
+        .args(["flows", "--agent", METRICS])
+        .output()
+        .expect("netobs flows");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("backend")
+            && l.contains("PLAIN")
+            && l.contains("client")
+            && l.contains("web")),
+        "{text}"
+    );
+
     // A real Prometheus, the shipped rules, the agent on the manager.
     let prom_dir = std::env::temp_dir().join(format!("netobs-prometheus-{}", std::process::id()));
     std::fs::create_dir_all(&prom_dir).expect("prometheus dir");

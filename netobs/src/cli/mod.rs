@@ -1,5 +1,7 @@
 //! Command line: parse arguments, call the library, render. Every failure is
 //! one line on stderr that says what to do.
+mod client;
+mod flows;
 pub(crate) mod render;
 mod replay;
 mod run;
@@ -27,6 +29,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run a pcap/pcapng capture through the datapath and report what it holds.
     Replay(replay::ReplayArgs),
+    /// Print the running agent's flows with their services (once, or --watch)
+    Flows(flows::FlowsArgs),
 }
 
 /// What the datapath looks for; shared by `run` and `replay`.
@@ -69,6 +73,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Flows(args) => flows::flows(args),
     };
     match result {
         Ok(code) => code,
