@@ -21,16 +21,14 @@ pub fn ebpf_object_path(root: &Path) -> PathBuf {
     root.join("target/ebpf/bpfel-unknown-none/release/netobs")
 }
 
-/// Builds the eBPF object; returns its path.
-pub fn ebpf(debug_log: bool) -> Result<PathBuf> {
+/// `cargo +nightly SUBCOMMAND` on the kernel programs, for the BPF target,
+/// into `target/ebpf`.
+pub fn ebpf_cargo(subcommand: &str) -> std::process::Command {
     let root = root();
-    if !setup::complete() {
-        setup::run(&setup::SetupArgs::default())?;
-    }
     let mut c = cmd::cargo(Some("nightly"));
     c.current_dir(root.join("netobs-ebpf"))
         .args([
-            "build",
+            subcommand,
             "-Z",
             "build-std=core",
             "--target",
@@ -39,6 +37,16 @@ pub fn ebpf(debug_log: bool) -> Result<PathBuf> {
         ])
         .arg("--target-dir")
         .arg(root.join("target/ebpf"));
+    c
+}
+
+/// Builds the eBPF object; returns its path.
+pub fn ebpf(debug_log: bool) -> Result<PathBuf> {
+    let root = root();
+    if !setup::complete() {
+        setup::run(&setup::SetupArgs::default())?;
+    }
+    let mut c = ebpf_cargo("build");
     if debug_log {
         c.args(["--features", "debug-log"]);
     }

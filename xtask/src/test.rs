@@ -34,21 +34,7 @@ pub fn lint() -> Result<()> {
             .current_dir(&ebpf_dir)
             .args(["fmt", "--all", "--", "--check"]),
     )?;
-    cmd::run(
-        cmd::cargo(Some("nightly"))
-            .current_dir(&ebpf_dir)
-            .args([
-                "clippy",
-                "-Z",
-                "build-std=core",
-                "--target",
-                "bpfel-unknown-none",
-                "--release",
-            ])
-            .arg("--target-dir")
-            .arg(root().join("target/ebpf"))
-            .args(["--", "-D", "warnings"]),
-    )?;
+    cmd::run(build::ebpf_cargo("clippy").args(["--", "-D", "warnings"]))?;
     Ok(())
 }
 
