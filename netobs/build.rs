@@ -9,7 +9,7 @@ fn main() {
         Some(p) => PathBuf::from(p),
         None => {
             let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-            manifest.join("../target/ebpf/bpfel-unknown-none/release/netobs")
+            manifest.join("../target/ebpf/netobs.bpf.o")
         }
     };
     if !object.is_file() {

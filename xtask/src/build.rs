@@ -17,8 +17,23 @@ pub struct BuildArgs {
     pub debug_log: bool,
 }
 
+/// Where the agent's build embeds the object from.
 pub fn ebpf_object_path(root: &Path) -> PathBuf {
-    root.join("target/ebpf/bpfel-unknown-none/release/netobs")
+    root.join("target/ebpf/netobs.bpf.o")
+}
+
+/// Copies what cargo produced to `ebpf_object_path` when its content
+/// changed. Cargo re-links its output to an older artifact when features
+/// flip back (say after `--debug-log`), keeping the old mtime, and the
+/// agent's build would then not notice: a fresh copy has a fresh mtime.
+fn publish(root: &Path) -> Result<PathBuf> {
+    let built = root.join("target/ebpf/bpfel-unknown-none/release/netobs");
+    let published = ebpf_object_path(root);
+    let new = std::fs::read(&built)?;
+    if std::fs::read(&published).ok().as_deref() != Some(new.as_slice()) {
+        std::fs::write(&published, &new)?;
+    }
+    Ok(published)
 }
 
 /// `cargo +nightly SUBCOMMAND` on the kernel programs, for the BPF target,
@@ -51,7 +66,7 @@ pub fn ebpf(debug_log: bool) -> Result<PathBuf> {
         c.args(["--features", "debug-log"]);
     }
     cmd::run(&mut c)?;
-    Ok(ebpf_object_path(&root))
+    publish(&root)
 }
 
 /// A cargo command for the userspace workspace, pointed at the object.
