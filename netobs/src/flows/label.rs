@@ -1,7 +1,10 @@
 //! Joining flows with the inventory: VNI to network, inner addresses to
 //! services, outer addresses to nodes. What cannot be mapped is `unknown`,
 //! never dropped.
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
 
 use serde::Serialize;
 
@@ -34,6 +37,9 @@ pub struct Labeler<'a> {
     /// Any address → endpoint, for flows whose VNI is unknown.
     any_endpoint: HashMap<IpAddr, &'a Endpoint>,
     nodes: HashMap<IpAddr, &'a str>,
+    /// Every address known to be a swarm node: hostnames' addresses,
+    /// network peers, the nodes tasks run on.
+    node_ips: HashSet<IpAddr>,
 }
 
 impl<'a> Labeler<'a> {
@@ -55,23 +61,28 @@ impl<'a> Labeler<'a> {
                 nodes.entry(a).or_insert(s.hostname.as_str());
             }
         }
+        let node_ips = nodes
+            .keys()
+            .copied()
+            .chain(
+                inv.networks
+                    .iter()
+                    .flat_map(|n| n.peers.iter().filter_map(|p| p.ip)),
+            )
+            .chain(inv.endpoints.iter().filter_map(|e| e.node_ip))
+            .collect();
         Labeler {
             inv,
             endpoints,
             any_endpoint,
             nodes,
+            node_ips,
         }
     }
 
     /// Whether `ip` is one of the swarm's nodes, as far as this node knows.
     fn is_node(&self, ip: IpAddr) -> bool {
-        self.nodes.contains_key(&ip)
-            || self
-                .inv
-                .networks
-                .iter()
-                .any(|n| n.peers.iter().any(|p| p.ip == Some(ip)))
-            || self.inv.endpoints.iter().any(|e| e.node_ip == Some(ip))
+        self.node_ips.contains(&ip)
     }
 
     fn node_name(&self, ip: IpAddr) -> String {
