@@ -91,11 +91,15 @@ impl Agent {
         let Agent { proc, lines } = self;
         let out = proc.stop(libc::SIGINT).expect("stopping netobs");
         assert!(out.status.success(), "netobs exited with {}", out.status);
-        let last = lines
-            .try_iter()
-            .filter(|l| l.starts_with('{'))
-            .last()
-            .expect("netobs printed no JSON");
+        // The reader threads may still be forwarding the last lines: read
+        // until both pipes are closed (their senders dropped).
+        let mut last = None;
+        while let Ok(l) = lines.recv_timeout(Duration::from_secs(10)) {
+            if l.starts_with('{') {
+                last = Some(l);
+            }
+        }
+        let last = last.expect("netobs printed no JSON");
         let v: Value = serde_json::from_str(&last).expect("final JSON line");
         assert_eq!(v["final"], true);
         v
