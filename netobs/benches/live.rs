@@ -136,6 +136,8 @@ struct Sample {
     mbps: f64,
     pps: f64,
     cpu_ns_per_pkt: Option<f64>,
+    /// The observer's CPU time over the sample, in % of one core.
+    cpu_pct: Option<f64>,
     kernel_ns_per_pkt: Option<f64>,
     missed: Option<i64>,
 }
@@ -183,12 +185,13 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
             Some(Process::spawn(c).expect("netobs"))
         }
     };
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(WARMUP);
     if netobs_mode == Some("tc") {
         baseline = Some(Baseline::attach(ns, dev));
     }
     let pid = proc.as_ref().and_then(|p| p.pid());
     let cpu0 = pid.map(ticks).unwrap_or(0);
+    let wall = std::time::Instant::now();
     let (nt0, nc0) = bpf_stats("netobs_tc_");
     let (et0, ec0) = bpf_stats("bench_tc_empty");
     let link0 = link::stats(ns, dev).expect("link stats");
@@ -214,6 +217,7 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
     let (nt1, nc1) = bpf_stats("netobs_tc_");
     let (et1, ec1) = bpf_stats("bench_tc_empty");
     let cpu1 = pid.map(ticks).unwrap_or(0);
+    let wall = wall.elapsed().as_secs_f64();
     let packets = (link1.rx_packets + link1.tx_packets) - (link0.rx_packets + link0.tx_packets);
     let kernel = (baseline.is_some() && nc1 > nc0 && ec1 > ec0)
         .then(|| (nt1 - nt0) as f64 / (nc1 - nc0) as f64 - (et1 - et0) as f64 / (ec1 - ec0) as f64);
@@ -250,6 +254,7 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
         mbps: bps / 1e6,
         pps: packets as f64 / SECONDS as f64,
         cpu_ns_per_pkt: cpu,
+        cpu_pct: pid.map(|_| (cpu1 - cpu0) as f64 * tick_ns() / 1e9 / wall * 100.0),
         kernel_ns_per_pkt: kernel,
         missed,
     }
@@ -293,8 +298,9 @@ fn main() {
         }
     }
     let mut rows = Vec::new();
-    println!("| workload | observer | Mbit/s | packets/s | observer CPU ns/pkt | netobs kernel ns/pkt (minus empty) | missed |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    let idle = agent_idle(&lab);
+    println!("| workload | observer | Mbit/s | packets/s | observer CPU ns/pkt | observer CPU % of a core | netobs kernel ns/pkt (minus empty) | missed |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for udp in [false, true] {
         for o in OBSERVERS {
             let Some(v) = samples.get(&(udp, o)) else {
@@ -306,25 +312,54 @@ fn main() {
             let kern: Vec<f64> = v.iter().filter_map(|s| s.kernel_ns_per_pkt).collect();
             let missed: Vec<i64> = v.iter().filter_map(|s| s.missed).collect();
             let cpu = (!cpu.is_empty()).then(|| median(cpu));
+            let pct: Vec<f64> = v.iter().filter_map(|s| s.cpu_pct).collect();
+            let pct = (!pct.is_empty()).then(|| median(pct));
             let kern = (!kern.is_empty()).then(|| median(kern));
             let missed_max = missed.iter().copied().max();
             let w = if udp { "UDP 64 B" } else { "TCP" };
             let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0}"));
             println!(
-                "| {w} | {o} | {mbps:.0} | {pps:.0} | {} | {} | {} |",
+                "| {w} | {o} | {mbps:.0} | {pps:.0} | {} | {} | {} | {} |",
                 f(cpu),
+                pct.map_or("-".into(), |v| format!("{v:.1}")),
                 f(kern),
                 missed_max.map_or("-".into(), |m| m.to_string())
             );
-            rows.push(json!({"workload": w, "observer": o, "mbps": mbps, "pps": pps, "observer_cpu_ns_per_packet": cpu, "netobs_kernel_ns_per_packet": kern, "missed_max": missed_max}));
+            rows.push(json!({"workload": w, "observer": o, "mbps": mbps, "pps": pps, "observer_cpu_ns_per_packet": cpu, "observer_cpu_pct": pct, "netobs_kernel_ns_per_packet": kern, "missed_max": missed_max}));
         }
     }
     let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());
     let _ = std::fs::create_dir_all(&dir);
     std::fs::write(
         format!("{dir}/live.json"),
-        serde_json::to_string_pretty(&json!({"seconds": SECONDS, "runs": RUNS, "rows": rows}))
-            .unwrap_or_default(),
+        serde_json::to_string_pretty(
+            &json!({"seconds": SECONDS, "runs": RUNS, "agent_idle_cpu_pct": idle, "rows": rows}),
+        )
+        .unwrap_or_default(),
     )
     .expect("writing live.json");
+    println!(
+        "\nagent at idle (no traffic, {IDLE_SECONDS} s, after a {} ms start): {idle:.2}% of one core",
+        WARMUP.as_millis()
+    );
+}
+
+const IDLE_SECONDS: u64 = 10;
+const WARMUP: Duration = Duration::from_millis(1500);
+
+/// The agent's CPU with nothing to see, in % of one core.
+fn agent_idle(lab: &TwoHostLab) -> f64 {
+    let (ns, dev) = lab.host_a();
+    let mut c = ns.command(env!("CARGO_BIN_EXE_netobs"));
+    c.args(["run", "--no-docker", "--iface", dev, "--interval", "3600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let p = Process::spawn(c).expect("netobs");
+    std::thread::sleep(WARMUP);
+    let pid = p.pid().expect("agent pid");
+    let t0 = ticks(pid);
+    std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
+    let t1 = ticks(pid);
+    let _ = p.stop(libc::SIGINT);
+    (t1 - t0) as f64 * tick_ns() / 1e9 / IDLE_SECONDS as f64 * 100.0
 }

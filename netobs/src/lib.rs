@@ -1,7 +1,8 @@
 //! netobs: eBPF observability for Docker Swarm overlay networks.
 //!
 //! Data flows one way: `datapath` (kernel programs and their maps) ->
-//! `flows` (the one model) -> `cli` (rendering). `capture` and `replay` feed
+//! `flows` (the one model) -> `poll` (one read a second: growth, labels,
+//! metrics) -> `export` and `cli` (serving and rendering). `capture` and `replay` feed
 //! captured packets to the same programs.
 pub mod agent;
 pub mod capture;
@@ -10,5 +11,6 @@ pub mod datapath;
 pub mod export;
 pub mod flows;
 pub mod inventory;
+pub mod poll;
 pub mod privileges;
 pub mod replay;

@@ -684,9 +684,13 @@ fn the_flow_table_reads_in_batches_and_one_by_one_alike() {
         h.dp.run_tc(Direction::Ingress, &RunPacket::new(&pkt), 1)
             .expect("tc run");
     }
-    let mut batched =
-        h.dp.flows_batched()
-            .expect("the kernel answers batch lookups");
+    let mut batched = Vec::new();
+    let answered =
+        h.dp.flows_batched(|keys, values| {
+            batched.extend(keys.iter().copied().zip(values.iter().copied()))
+        })
+        .expect("reading in batches");
+    assert!(answered, "the kernel answers batch lookups");
     let mut single = h.dp.flows_one_by_one().expect("reading one by one");
     assert_eq!(batched.len(), 5000);
     let order = |v: &mut Vec<(netobs_common::FlowKey, netobs_common::FlowStats)>| {

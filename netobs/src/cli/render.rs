@@ -53,7 +53,7 @@ pub fn totals(s: &Snapshot, last: bool) -> String {
     let _ = writeln!(
         out,
         "flows {}  vnis [{}]  http requests {} responses {}  evicted {}  events dropped {}",
-        s.flows.len(),
+        s.totals.flows,
         vnis.join(" "),
         s.http_requests(),
         s.http_responses(),

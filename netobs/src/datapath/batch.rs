@@ -3,7 +3,15 @@
 //! batches it takes a few hundred.
 use std::{io, mem::size_of};
 
+pub enum Error {
+    /// The kernel has no batch lookups for this map.
+    Unsupported,
+    Io(io::Error),
+}
+
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// The kernel-internal "operation not supported" that `bpf()` leaks.
+const ENOTSUPP: i32 = 524;
 /// Entries asked for per call; a hash bucket never holds more.
 const CHUNK: usize = 4096;
 
@@ -22,9 +30,12 @@ struct BatchAttr {
 }
 
 /// Every entry of the hash map `fd`, whose keys are `K` and values `V` (plain
-/// old data of exactly the map's key and value sizes).
-pub fn lookup_all<K: Copy + Default, V: Copy + Default>(fd: i32) -> io::Result<Vec<(K, V)>> {
-    let mut out = Vec::new();
+/// old data of exactly the map's key and value sizes), handed to `visit` a
+/// batch at a time: memory stays at one batch whatever the map's size.
+pub fn for_each<K: Copy + Default, V: Copy + Default>(
+    fd: i32,
+    mut visit: impl FnMut(&[K], &[V]),
+) -> Result<(), Error> {
     let mut keys = vec![K::default(); CHUNK];
     let mut values = vec![V::default(); CHUNK];
     // Hash maps use a u32 bucket index as the batch token.
@@ -57,12 +68,25 @@ pub fn lookup_all<K: Copy + Default, V: Copy + Default>(fd: i32) -> io::Result<V
         };
         let err = (rc < 0).then(io::Error::last_os_error);
         let n = (attr.count as usize).min(CHUNK);
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
         match err {
-            None => {}
-            // The end of the map.
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
-            Some(e) => return Err(e),
+            // ENOENT: the end of the map, with its last entries.
+            None => visit(&keys[..n], &values[..n]),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                visit(&keys[..n], &values[..n]);
+                return Ok(());
+            }
+            // Kernels before 5.6, or without batch ops for this map type,
+            // refuse the first call.
+            Some(e)
+                if first
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+                    ) =>
+            {
+                return Err(Error::Unsupported)
+            }
+            Some(e) => return Err(Error::Io(e)),
         }
         token_in = token_out;
         first = false;

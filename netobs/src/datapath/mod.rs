@@ -74,6 +74,12 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("reading map {name} in batches: {source}")]
+    Batch {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("more than {} interfaces at once", MAX_IFACES - 1)]
     TooManyInterfaces,
     #[error("interface index {0} is beyond {MAX_IFINDEX}, which netobs cannot count separately")]

@@ -48,22 +48,54 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Every flow in the table: in batches of thousands per system call
-    /// where the kernel has BPF_MAP_LOOKUP_BATCH (5.6+), else one by one.
+    /// Every flow in the table.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-        if let Some(all) = self.flows_batched() {
-            return Ok(all);
-        }
-        self.flows_one_by_one()
+        let mut all = Vec::new();
+        self.for_each_flow(|k, v| all.push((*k, *v)))?;
+        Ok(all)
     }
 
-    /// `None` when the kernel refuses batch lookups on this map.
-    pub fn flows_batched(&self) -> Option<Vec<(FlowKey, FlowStats)>> {
-        let aya::maps::Map::LruHashMap(data) = self.ebpf().map(names::FLOWS)? else {
-            return None;
+    /// Visits every flow in the table without copying it: in batches of
+    /// thousands per system call where the kernel has BPF_MAP_LOOKUP_BATCH
+    /// (5.6+), else one by one.
+    pub fn for_each_flow(
+        &self,
+        mut visit: impl FnMut(&FlowKey, &FlowStats),
+    ) -> Result<(), DatapathError> {
+        let batched = self.flows_batched(|keys, values| {
+            for (k, v) in keys.iter().zip(values) {
+                visit(k, v);
+            }
+        })?;
+        if !batched {
+            for (k, v) in self.flows_one_by_one()? {
+                visit(&k, &v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits the table a batch at a time; `false` when the kernel has no
+    /// batch lookups for this map (nothing was visited then).
+    pub fn flows_batched(
+        &self,
+        visit: impl FnMut(&[FlowKey], &[FlowStats]),
+    ) -> Result<bool, DatapathError> {
+        let Some(aya::maps::Map::LruHashMap(data)) = self.ebpf().map(names::FLOWS) else {
+            return Err(DatapathError::Missing {
+                kind: "map",
+                name: names::FLOWS,
+            });
         };
         let fd = data.fd().as_fd().as_raw_fd();
-        batch::lookup_all::<FlowKey, FlowStats>(fd).ok()
+        match batch::for_each::<FlowKey, FlowStats>(fd, visit) {
+            Ok(()) => Ok(true),
+            Err(batch::Error::Unsupported) => Ok(false),
+            Err(batch::Error::Io(source)) => Err(DatapathError::Batch {
+                name: names::FLOWS,
+                source,
+            }),
+        }
     }
 
     /// The kernel keeps updating while we walk, and an entry evicted under

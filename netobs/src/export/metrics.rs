@@ -220,6 +220,11 @@ impl Metrics {
         &self.registry
     }
 
+    /// Series one family may hold before new ones fold into `other`.
+    pub fn max_series(&self) -> usize {
+        self.max_series
+    }
+
     /// The label values to use: `values`, or `other` for every label once the
     /// family holds `max_series` series.
     fn admit(&mut self, def: &MetricDef, values: &[&str]) -> Vec<String> {

@@ -5,13 +5,21 @@
 //! flow's entry vanishing). So the agent never exports the table's totals:
 //! it adds each flow's growth since the last read to the series the flow
 //! has *now*.
-use std::collections::HashMap;
+//!
+//! What is kept between reads is sized for a million flows: a 64-bit hash
+//! of the key instead of the 84-byte key, packets and bytes, and the HTTP
+//! and pattern counters only for the flows that have any.
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
+    ops::AddAssign,
+};
 
 use netobs_common::{
     Counter, FlowKey, FlowStats, HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_PATTERNS,
 };
 
-/// One flow's growth since the previous read.
+/// One flow's (or a group of flows') growth since the previous read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Growth {
     pub packets: u64,
@@ -27,55 +35,149 @@ impl Growth {
     }
 }
 
-fn grew(now: u32, before: u32) -> u64 {
-    now.wrapping_sub(before) as u64
+impl AddAssign<&Growth> for Growth {
+    fn add_assign(&mut self, o: &Growth) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        for (a, b) in self.http_requests.iter_mut().zip(o.http_requests) {
+            *a += b;
+        }
+        for (a, b) in self.http_responses.iter_mut().zip(o.http_responses) {
+            *a += b;
+        }
+        for (a, b) in self.pattern_hits.iter_mut().zip(o.pattern_hits) {
+            *a += b;
+        }
+    }
 }
 
-fn growth(now: &FlowStats, before: Option<&FlowStats>) -> Growth {
-    // An entry whose counters went down was evicted and re-created.
-    let before = before.filter(|b| b.packets <= now.packets && b.bytes <= now.bytes);
-    let zero = FlowStats::default();
-    let b = before.unwrap_or(&zero);
-    let mut g = Growth {
-        packets: now.packets - b.packets,
-        bytes: now.bytes - b.bytes,
-        ..Growth::default()
-    };
-    for i in 0..HTTP_METHOD_SLOTS {
-        g.http_requests[i] = grew(now.http_requests[i], b.http_requests[i]);
-    }
-    for i in 0..HTTP_STATUS_CLASSES {
-        g.http_responses[i] = grew(now.http_responses[i], b.http_responses[i]);
-    }
-    for i in 0..MAX_PATTERNS {
-        g.pattern_hits[i] = grew(now.pattern_hits[i], b.pattern_hits[i]);
-    }
-    g
+const EXTRA: usize = HTTP_METHOD_SLOTS + HTTP_STATUS_CLASSES + MAX_PATTERNS;
+
+/// The HTTP and pattern counters of a flow, side by side.
+fn extra(v: &FlowStats) -> [u32; EXTRA] {
+    let mut e = [0u32; EXTRA];
+    let (req, rest) = e.split_at_mut(HTTP_METHOD_SLOTS);
+    let (resp, pat) = rest.split_at_mut(HTTP_STATUS_CLASSES);
+    req.copy_from_slice(&v.http_requests);
+    resp.copy_from_slice(&v.http_responses);
+    pat.copy_from_slice(&v.pattern_hits);
+    e
 }
 
+/// A flow as last read.
+struct Seen {
+    packets: u64,
+    bytes: u64,
+    /// `None` while every HTTP and pattern counter is zero (most flows).
+    extra: Option<Box<[u32; EXTRA]>>,
+    /// The read that last saw it; older entries are gone from the table.
+    pass: u32,
+}
+
+/// The keys of `Aggregator::flows` are already hashes.
 #[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ *b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 pub struct Aggregator {
-    flows: HashMap<FlowKey, FlowStats>,
+    /// Randomly keyed, so nobody shaping traffic can make two flows share a
+    /// slot; by chance two of a million flows do once in ~10^7 reads, which
+    /// at worst misattributes one read's growth of those two.
+    hash: RandomState,
+    flows: HashMap<u64, Seen, BuildHasherDefault<PassThrough>>,
+    pass: u32,
     counters: Vec<Counter>,
 }
 
-impl Aggregator {
-    /// Growth of every flow in `now` that grew; forgets flows that are gone.
-    pub fn flows<'a>(
-        &mut self,
-        now: &'a [(FlowKey, FlowStats)],
-    ) -> Vec<(&'a FlowKey, &'a FlowStats, Growth)> {
-        let mut out = Vec::new();
-        let mut next = HashMap::with_capacity(now.len());
-        for (k, v) in now {
-            let g = growth(v, self.flows.get(k));
-            if !g.is_zero() {
-                out.push((k, v, g));
-            }
-            next.insert(*k, *v);
+impl Default for Aggregator {
+    fn default() -> Self {
+        Aggregator {
+            hash: RandomState::new(),
+            flows: HashMap::default(),
+            pass: 0,
+            counters: Vec::new(),
         }
-        self.flows = next;
-        out
+    }
+}
+
+impl Aggregator {
+    /// Flows whose growth is being tracked.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// The growth of one flow of the current read. Call `end_read` once
+    /// every flow of the read went through here.
+    pub fn growth(&mut self, k: &FlowKey, now: &FlowStats) -> Growth {
+        let h = self.hash.hash_one(k);
+        let pass = self.pass;
+        let now_extra = extra(now);
+        let has_extra = now_extra.iter().any(|&n| n != 0);
+        let seen = self.flows.entry(h).or_insert(Seen {
+            packets: 0,
+            bytes: 0,
+            extra: None,
+            pass,
+        });
+        // An entry whose counters went down was evicted and re-created.
+        let recreated = seen.packets > now.packets || seen.bytes > now.bytes;
+        let mut g = Growth::default();
+        if recreated {
+            seen.packets = 0;
+            seen.bytes = 0;
+            seen.extra = None;
+        }
+        g.packets = now.packets - seen.packets;
+        g.bytes = now.bytes - seen.bytes;
+        seen.packets = now.packets;
+        seen.bytes = now.bytes;
+        seen.pass = pass;
+        if has_extra || seen.extra.is_some() {
+            let before = seen.extra.as_deref().copied().unwrap_or([0; EXTRA]);
+            let grew = |i: usize| now_extra[i].wrapping_sub(before[i]) as u64;
+            for i in 0..HTTP_METHOD_SLOTS {
+                g.http_requests[i] = grew(i);
+            }
+            for i in 0..HTTP_STATUS_CLASSES {
+                g.http_responses[i] = grew(HTTP_METHOD_SLOTS + i);
+            }
+            for i in 0..MAX_PATTERNS {
+                g.pattern_hits[i] = grew(HTTP_METHOD_SLOTS + HTTP_STATUS_CLASSES + i);
+            }
+            match &mut seen.extra {
+                Some(e) => **e = now_extra,
+                None => seen.extra = Some(Box::new(now_extra)),
+            }
+        }
+        g
+    }
+
+    /// Forgets the flows the last read did not see (gone from the table).
+    pub fn end_read(&mut self) {
+        let pass = self.pass;
+        self.flows.retain(|_, s| s.pass == pass);
+        // Give memory back after a flood, not after every small dip.
+        if self.flows.capacity() > 4 * self.flows.len().max(1024) {
+            self.flows.shrink_to_fit();
+        }
+        self.pass = self.pass.wrapping_add(1);
     }
 
     /// Growth of each interface counter slot.
@@ -110,36 +212,54 @@ mod tests {
         s
     }
 
+    /// One read of `table`: the growth of each flow in it.
+    fn read(a: &mut Aggregator, table: &[(FlowKey, FlowStats)]) -> Vec<Growth> {
+        let g = table.iter().map(|(k, v)| a.growth(k, v)).collect();
+        a.end_read();
+        g
+    }
+
     #[test]
     fn growth_is_counted_once() {
         let mut a = Aggregator::default();
         let k = FlowKey::default();
-        let first = [(k, stats(3, 1))];
-        let g = a.flows(&first);
-        assert_eq!(g[0].2.packets, 3);
-        assert_eq!(g[0].2.http_requests[1], 1);
-        assert!(a.flows(&first).is_empty(), "no growth, nothing to add");
-        assert_eq!(a.flows(&[(k, stats(5, 2))])[0].2.packets, 2);
+        let g = read(&mut a, &[(k, stats(3, 1))]);
+        assert_eq!(g[0].packets, 3);
+        assert_eq!(g[0].http_requests[1], 1);
+        assert!(read(&mut a, &[(k, stats(3, 1))])[0].is_zero(), "no growth");
+        let g = read(&mut a, &[(k, stats(5, 2))]);
+        assert_eq!((g[0].packets, g[0].http_requests[1]), (2, 1));
     }
 
     #[test]
     fn an_evicted_and_recreated_flow_counts_from_zero() {
         let mut a = Aggregator::default();
         let k = FlowKey::default();
-        let (ten, four, nine, two) = (
-            [(k, stats(10, 0))],
-            [(k, stats(4, 0))],
-            [(k, stats(9, 0))],
-            [(k, stats(2, 0))],
-        );
-        a.flows(&ten);
-        a.flows(&[]);
-        assert_eq!(a.flows(&four)[0].2.packets, 4);
-        a.flows(&nine);
+        read(&mut a, &[(k, stats(10, 5))]);
+        read(&mut a, &[]);
+        assert!(a.is_empty(), "a flow gone from the table is forgotten");
+        let g = read(&mut a, &[(k, stats(4, 1))]);
+        assert_eq!((g[0].packets, g[0].http_requests[1]), (4, 1));
+        read(&mut a, &[(k, stats(9, 3))]);
+        let g = read(&mut a, &[(k, stats(2, 1))]);
         assert_eq!(
-            a.flows(&two)[0].2.packets,
-            2,
+            (g[0].packets, g[0].http_requests[1]),
+            (2, 1),
             "counters went down: re-created"
         );
+    }
+
+    #[test]
+    fn distinct_flows_are_tracked_apart() {
+        let mut a = Aggregator::default();
+        let k1 = FlowKey::default();
+        let k2 = FlowKey {
+            inner_sport: 1,
+            ..FlowKey::default()
+        };
+        read(&mut a, &[(k1, stats(1, 0)), (k2, stats(7, 0))]);
+        let g = read(&mut a, &[(k1, stats(2, 0)), (k2, stats(8, 0))]);
+        assert_eq!((g[0].packets, g[1].packets), (1, 1));
+        assert_eq!(a.len(), 2);
     }
 }

@@ -97,9 +97,11 @@ pub struct Flow {
     pub tcp_flags: Option<u8>,
 }
 
-const STATUS_CLASS_NAMES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
+/// `netobs_http_responses_total{code_class}`, indexed like
+/// `FlowStats::http_responses`.
+pub const STATUS_CLASS_NAMES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
-fn addr(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
+pub(crate) fn addr(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
     match family {
         FAMILY_IPV4 => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
         FAMILY_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*raw))),

@@ -4,13 +4,13 @@ pub mod aggregate;
 mod flow;
 pub mod label;
 
-pub use flow::{Clock, Flow, FlowKeyView};
+pub use flow::{Clock, Flow, FlowKeyView, STATUS_CLASS_NAMES};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use netobs_common::{
     counter_index, Class, Counter, Direction, FlowKey, FlowStats, HttpMethod, Stat, CLASS_COUNT,
-    STAT_COUNT,
+    HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_PATTERNS, STAT_COUNT,
 };
 use serde::Serialize;
 
@@ -115,24 +115,110 @@ impl Health {
     }
 }
 
-/// Everything the datapath knows at one moment.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    pub interfaces: Vec<InterfaceCounts>,
-    pub flows: Vec<Flow>,
-    pub health: Health,
+/// What every flow of one read adds up to: the snapshot keeps only the
+/// busiest flows themselves, but its totals cover the whole table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowTotals {
+    /// Flows in the table.
+    pub flows: usize,
+    /// Packets per VNI, from VXLAN flows.
+    pub vnis: BTreeMap<u32, u64>,
+    pub http_requests: [u64; HTTP_METHOD_SLOTS],
+    pub http_responses: [u64; HTTP_STATUS_CLASSES],
+    pub pattern_hits: [u64; MAX_PATTERNS],
 }
 
-impl Snapshot {
-    /// Builds a snapshot from raw map contents. `ifaces` maps counter slots
-    /// to interface names and indexes.
-    pub fn build(
+impl FlowTotals {
+    fn add(&mut self, k: &FlowKey, v: &FlowStats) {
+        self.flows += 1;
+        if k.class == Class::Vxlan as u8 {
+            *self.vnis.entry(k.vni_or_spi).or_insert(0) += v.packets;
+        }
+        for (a, b) in self.http_requests.iter_mut().zip(v.http_requests) {
+            *a += b as u64;
+        }
+        for (a, b) in self.http_responses.iter_mut().zip(v.http_responses) {
+            *a += b as u64;
+        }
+        for (a, b) in self.pattern_hits.iter_mut().zip(v.pattern_hits) {
+            *a += b as u64;
+        }
+    }
+}
+
+/// A flow competing for a place in the snapshot: the busiest since the
+/// last read first, then the largest.
+struct Ranked {
+    rank: (u64, u64),
+    key: FlowKey,
+    stats: FlowStats,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, o: &Self) -> bool {
+        self.rank == o.rank
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ranked {
+    /// Reversed, so that the heap's top is the flow to drop first.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.rank.cmp(&self.rank)
+    }
+}
+
+/// Builds a snapshot from a stream of flow-table entries, in memory bounded
+/// by `limit` flows whatever the table's size.
+pub struct SnapshotBuilder<'p> {
+    totals: FlowTotals,
+    top: BinaryHeap<Ranked>,
+    limit: usize,
+    patterns: &'p [String],
+    clock: Clock,
+}
+
+impl<'p> SnapshotBuilder<'p> {
+    pub fn new(limit: usize, patterns: &'p [String], clock: Clock) -> SnapshotBuilder<'p> {
+        SnapshotBuilder {
+            totals: FlowTotals::default(),
+            top: BinaryHeap::new(),
+            limit,
+            patterns,
+            clock,
+        }
+    }
+
+    /// One entry of the table; `recent_bytes` is its growth since the last
+    /// read (0 when unknown).
+    pub fn add(&mut self, k: &FlowKey, v: &FlowStats, recent_bytes: u64) {
+        self.totals.add(k, v);
+        let rank = (recent_bytes, v.bytes);
+        if self.top.len() >= self.limit {
+            match self.top.peek() {
+                Some(least) if least.rank < rank => {
+                    self.top.pop();
+                }
+                _ => return,
+            }
+        }
+        self.top.push(Ranked {
+            rank,
+            key: *k,
+            stats: *v,
+        });
+    }
+
+    /// `ifaces` maps counter slots to interface names and indexes.
+    pub fn finish(
+        self,
         counters: &[Counter],
         ifaces: &[(u32, String, u32)],
-        raw_flows: Vec<(FlowKey, FlowStats)>,
         stats: &[u64; STAT_COUNT],
-        patterns: &[String],
-        clock: Clock,
     ) -> Snapshot {
         let class_counts = |slot: u32, dir: Direction| {
             let mut cc = ClassCounts::default();
@@ -152,10 +238,11 @@ impl Snapshot {
                 egress: class_counts(*slot, Direction::Egress),
             })
             .collect();
-        let live = raw_flows.len();
-        let mut flows: Vec<Flow> = raw_flows
+        let (patterns, clock) = (self.patterns, self.clock);
+        let mut flows: Vec<Flow> = self
+            .top
             .into_iter()
-            .map(|(k, v)| Flow::from_raw(&k, &v, patterns, clock))
+            .map(|r| Flow::from_raw(&r.key, &r.stats, patterns, clock))
             .collect();
         flows.sort_by(|a, b| {
             b.bytes
@@ -165,8 +252,40 @@ impl Snapshot {
         Snapshot {
             interfaces,
             flows,
-            health: Health::from_stats(stats, live),
+            health: Health::from_stats(stats, self.totals.flows),
+            totals: self.totals,
+            patterns: patterns.to_vec(),
         }
+    }
+}
+
+/// Everything the datapath knows at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub interfaces: Vec<InterfaceCounts>,
+    /// The busiest flows (all of them in replay); `totals` covers every one.
+    pub flows: Vec<Flow>,
+    pub totals: FlowTotals,
+    pub health: Health,
+    #[serde(skip)]
+    patterns: Vec<String>,
+}
+
+impl Snapshot {
+    /// A snapshot of every flow in `raw_flows`.
+    pub fn build(
+        counters: &[Counter],
+        ifaces: &[(u32, String, u32)],
+        raw_flows: Vec<(FlowKey, FlowStats)>,
+        stats: &[u64; STAT_COUNT],
+        patterns: &[String],
+        clock: Clock,
+    ) -> Snapshot {
+        let mut b = SnapshotBuilder::new(usize::MAX, patterns, clock);
+        for (k, v) in &raw_flows {
+            b.add(k, v, 0);
+        }
+        b.finish(counters, ifaces, stats)
     }
 
     /// Per-class counts over every interface and both directions.
@@ -181,47 +300,32 @@ impl Snapshot {
 
     /// Packets per VNI, from VXLAN flows.
     pub fn vnis(&self) -> BTreeMap<u32, u64> {
-        let mut m = BTreeMap::new();
-        for f in &self.flows {
-            if let Some(vni) = f.vni {
-                *m.entry(vni).or_insert(0) += f.packets;
-            }
-        }
-        m
+        self.totals.vnis.clone()
     }
 
     pub fn http_requests(&self) -> u64 {
-        self.flows
-            .iter()
-            .map(|f| f.http_requests.values().sum::<u64>())
-            .sum()
+        self.totals.http_requests.iter().sum()
     }
 
     pub fn http_responses(&self) -> u64 {
-        self.flows
-            .iter()
-            .map(|f| f.http_responses.values().sum::<u64>())
-            .sum()
+        self.totals.http_responses.iter().sum()
     }
 
     pub fn http_by_method(&self) -> BTreeMap<&'static str, u64> {
-        let mut m = BTreeMap::new();
-        for f in &self.flows {
-            for (k, v) in &f.http_requests {
-                *m.entry(*k).or_insert(0) += v;
-            }
-        }
-        m
+        HttpMethod::ALL
+            .iter()
+            .map(|m| (m.name(), self.totals.http_requests[*m as usize]))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     pub fn pattern_hits(&self) -> BTreeMap<String, u64> {
-        let mut m = BTreeMap::new();
-        for f in &self.flows {
-            for (k, v) in &f.pattern_hits {
-                *m.entry(k.clone()).or_insert(0) += v;
-            }
-        }
-        m
+        self.patterns
+            .iter()
+            .zip(self.totals.pattern_hits)
+            .filter(|(_, n)| *n > 0)
+            .map(|(p, n)| (p.clone(), n))
+            .collect()
     }
 }
 
