@@ -12,7 +12,7 @@ use netobs::{
     },
     flows::{Clock, Flow},
 };
-use netobs_common::{counter_index, Class, Direction, EVENT_HTTP_REQUEST, EVENT_NEW_FLOW};
+use netobs_common::{counter_index, Class, Direction, Stat, EVENT_HTTP_REQUEST, EVENT_NEW_FLOW};
 use netobs_tests::{
     packets::{self, Net},
     require_root,
@@ -666,6 +666,41 @@ fn events_carry_a_redacted_request_line() {
     assert!(
         e.snippet[e.snippet_len as usize..].iter().all(|b| *b == 0),
         "nothing past the cut leaves the kernel"
+    );
+}
+
+#[test]
+fn an_http_flood_is_cut_by_the_rate_limit_and_counted() {
+    require_root!();
+    let mut h = Harness::new(Options {
+        new_flow_events: false,
+        events_per_sec: 1,
+        events_burst: 10,
+        ..Options::default()
+    });
+    let mut ring = h.dp.take_events().expect("ring buffer");
+    let pkt = http_in_vxlan(5, b"GET /flood HTTP/1.1\r\n\r\n");
+    // One CPU runs all 1000 repetitions within a millisecond: one bucket,
+    // no refill.
+    h.dp.run_tc(Direction::Ingress, &RunPacket::new(&pkt), 1000)
+        .expect("tc run");
+    let mut events = 0;
+    while ring.next().is_some() {
+        events += 1;
+    }
+    let stats = h.dp.stats().expect("stats");
+    assert_eq!(events, 10, "a burst passes");
+    assert_eq!(stats[Stat::EventsSent as usize], 10);
+    assert_eq!(
+        stats[Stat::EventsRateLimited as usize],
+        990,
+        "the rest is cut and counted"
+    );
+    assert_eq!(stats[Stat::EventsRingFull as usize], 0);
+    assert_eq!(
+        h.only_flow().http_requests["GET"],
+        1000,
+        "but every request counts"
     );
 }
 

@@ -5,11 +5,13 @@
 use std::{
     io::{BufRead, BufReader},
     net::{Ipv4Addr, SocketAddr},
+    os::unix::process::ExitStatusExt,
     process::{Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
 
+use aya::programs::{tc::TcAttachType, SchedClassifier};
 use netobs_tests::{
     esp::{EspInjector, EspSa, NEXT_HEADER_IPV4},
     lab::{self, LabConfig, Process, TwoHostLab},
@@ -88,8 +90,13 @@ impl Agent {
 
     /// SIGINT, then the final JSON line.
     fn stop(self) -> Value {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// `signal` (SIGINT or SIGTERM), then the final JSON line.
+    fn stop_with(self, signal: i32) -> Value {
         let Agent { proc, lines } = self;
-        let out = proc.stop(libc::SIGINT).expect("stopping netobs");
+        let out = proc.stop(signal).expect("stopping netobs");
         assert!(out.status.success(), "netobs exited with {}", out.status);
         // The reader threads may still be forwarding the last lines: read
         // until both pipes are closed (their senders dropped).
@@ -123,15 +130,48 @@ fn total(v: &Value, dir: &str) -> (u64, u64) {
         })
 }
 
+/// Names of the programs on host A's underlay: its TCX hooks (asked of
+/// the kernel in the namespace: the bpftool of Debian 12 predates TCX) and
+/// its XDP hook.
+fn attached(lab: &TwoHostLab) -> Vec<String> {
+    let (ns, dev) = lab.host_a();
+    let name = dev.to_owned();
+    let mut out = ns
+        .run_in(move || {
+            [TcAttachType::Ingress, TcAttachType::Egress]
+                .into_iter()
+                .flat_map(|at| {
+                    let (_, progs) = SchedClassifier::query_tcx(&name, at).expect("TCX query");
+                    progs
+                        .iter()
+                        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .expect("querying in the namespace");
+    let link = ns.ip(&["-d", "link", "show", dev]).expect("ip link");
+    let text = String::from_utf8_lossy(&link.stdout).into_owned();
+    if let Some(id) = text
+        .split("prog/xdp id ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+    {
+        let p = ns
+            .exec(&["bpftool", "prog", "show", "id", id, "--json"])
+            .expect("bpftool prog");
+        let v: Value = serde_json::from_slice(&p.stdout).unwrap_or(Value::Null);
+        out.push(v["name"].as_str().unwrap_or("xdp program").to_owned());
+    }
+    out
+}
+
 /// No program of ours left on the interface: no TCX/tc filter, no XDP, no
 /// clsact qdisc.
 fn assert_nothing_attached(lab: &TwoHostLab) {
     let (ns, dev) = lab.host_a();
-    let net = ns
-        .exec(&["bpftool", "net", "show", "dev", dev])
-        .expect("bpftool net");
-    let text = String::from_utf8_lossy(&net.stdout);
-    assert!(!text.contains("netobs"), "programs left attached:\n{text}");
+    let left = attached(lab);
+    assert!(left.is_empty(), "programs left on {dev}: {left:?}");
     let link = ns.ip(&["-d", "link", "show", dev]).expect("ip link");
     assert!(
         !String::from_utf8_lossy(&link.stdout).contains("xdp"),
@@ -327,4 +367,52 @@ fn flows_without_an_agent_says_how_to_start_one() {
         err.contains("no netobs agent answers at 127.0.0.1:1") && err.contains("netobs run"),
         "{err}"
     );
+}
+
+/// SIGKILL gives the agent no chance to clean up: its attachments are
+/// kernel links that die with its file descriptors, so nothing may stay
+/// behind, and the next agent attaches once and counts. SIGTERM then stops
+/// it cleanly, with its final totals.
+fn killed_agent_leaves_nothing(mode: &str) {
+    let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
+    let (a, _) = lab.host_a();
+    let to: SocketAddr = format!("{}:9999", lab::OVERLAY_B).parse().expect("addr");
+    let first = Agent::start(&lab, mode);
+    udp_send(a, to, 5, 100).expect("UDP");
+    let out = first.proc.stop(libc::SIGKILL).expect("killing netobs");
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+    assert_nothing_attached(&lab);
+
+    let second = Agent::start(&lab, mode);
+    let mut on = attached(&lab);
+    on.sort();
+    // The kernel keeps the first 15 characters of a program's name.
+    let ingress = if mode == "xdp" {
+        "netobs_xdp"
+    } else {
+        "netobs_tc_ingre"
+    };
+    let mut want = vec![ingress.to_owned(), "netobs_tc_egres".to_owned()];
+    want.sort();
+    assert_eq!(on, want, "each hook holds one program of the new agent");
+    udp_send(a, to, UDP_DATAGRAMS, 100).expect("UDP");
+    let v = second.stop_with(libc::SIGTERM);
+    let (vxlan_out, _) = counts(&v, "egress", "vxlan");
+    assert_eq!(
+        vxlan_out, UDP_DATAGRAMS as u64,
+        "the new agent counts from zero what it saw"
+    );
+    assert_nothing_attached(&lab);
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached_and_sigterm_detaches_tc() {
+    require_root!();
+    killed_agent_leaves_nothing("tc");
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached_and_sigterm_detaches_xdp() {
+    require_root!();
+    killed_agent_leaves_nothing("xdp");
 }

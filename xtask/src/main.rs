@@ -4,6 +4,7 @@ mod build;
 mod cmd;
 mod demo;
 mod fixtures;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -31,8 +32,10 @@ enum Task {
     Test(test::TestArgs),
     /// A self-contained lab with overlay traffic, watched live by netobs
     Demo(demo::DemoArgs),
-    /// Per-packet cost of the kernel programs against an empty program
+    /// Per-packet cost, live cost next to tcpdump and ngrep, flow-table scale
     Bench,
+    /// Millions of mutated packets through the kernel programs
+    Fuzz(fuzz::FuzzArgs),
     /// Re-capture the Docker API fixtures of the inventory tests from a real swarm
     Fixtures,
 }
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Task::Demo(a) => demo::run(&a),
         Task::Fixtures => fixtures::run(),
         Task::Bench => bench::run(),
+        Task::Fuzz(a) => fuzz::run(&a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
