@@ -7,8 +7,9 @@
 //! packet minus that of a do-nothing classifier attached to the same hooks
 //! in the same run (the statistics themselves cost tens of ns per run).
 //! The sniffers' CPU is their process time: it leaves out the kernel's copy
-//! of every packet to their socket. Run by `cargo xtask bench`; writes
-//! `$NETOBS_BENCH_DIR/live.json`.
+//! of every packet to their socket, which the machine's busy time per
+//! packet (every CPU, compared with no observer) includes. Run by
+//! `cargo xtask bench`; writes `$NETOBS_BENCH_DIR/live.json`.
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -45,6 +46,25 @@ fn ticks(pid: u32) -> u64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     get(11) + get(12)
+}
+
+/// Busy clock ticks of the whole machine (every CPU, user, system, irq,
+/// softirq): what an observer costs including the kernel's work for it,
+/// such as copying each packet to a sniffer's socket.
+fn machine_ticks() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    let Some(cpu) = s.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum()
 }
 
 fn tick_ns() -> f64 {
@@ -138,6 +158,8 @@ struct Sample {
     cpu_ns_per_pkt: Option<f64>,
     /// The observer's CPU time over the sample, in % of one core.
     cpu_pct: Option<f64>,
+    /// Busy time of the whole machine per packet.
+    machine_ns_per_pkt: f64,
     kernel_ns_per_pkt: Option<f64>,
     missed: Option<i64>,
 }
@@ -191,6 +213,7 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
     }
     let pid = proc.as_ref().and_then(|p| p.pid());
     let cpu0 = pid.map(ticks).unwrap_or(0);
+    let machine0 = machine_ticks();
     let wall = std::time::Instant::now();
     let (nt0, nc0) = bpf_stats("netobs_tc_");
     let (et0, ec0) = bpf_stats("bench_tc_empty");
@@ -217,6 +240,7 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
     let (nt1, nc1) = bpf_stats("netobs_tc_");
     let (et1, ec1) = bpf_stats("bench_tc_empty");
     let cpu1 = pid.map(ticks).unwrap_or(0);
+    let machine1 = machine_ticks();
     let wall = wall.elapsed().as_secs_f64();
     let packets = (link1.rx_packets + link1.tx_packets) - (link0.rx_packets + link0.tx_packets);
     let kernel = (baseline.is_some() && nc1 > nc0 && ec1 > ec0)
@@ -255,6 +279,7 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
         pps: packets as f64 / SECONDS as f64,
         cpu_ns_per_pkt: cpu,
         cpu_pct: pid.map(|_| (cpu1 - cpu0) as f64 * tick_ns() / 1e9 / wall * 100.0),
+        machine_ns_per_pkt: (machine1 - machine0) as f64 * tick_ns() / packets.max(1) as f64,
         kernel_ns_per_pkt: kernel,
         missed,
     }
@@ -299,8 +324,8 @@ fn main() {
     }
     let mut rows = Vec::new();
     let idle = agent_idle(&lab);
-    println!("| workload | observer | Mbit/s | packets/s | observer CPU ns/pkt | observer CPU % of a core | netobs kernel ns/pkt (minus empty) | missed |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("| workload | observer | Mbit/s | packets/s | machine CPU ns/pkt | observer CPU ns/pkt | observer CPU % of a core | netobs kernel ns/pkt (minus empty) | missed |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for udp in [false, true] {
         for o in OBSERVERS {
             let Some(v) = samples.get(&(udp, o)) else {
@@ -314,18 +339,19 @@ fn main() {
             let cpu = (!cpu.is_empty()).then(|| median(cpu));
             let pct: Vec<f64> = v.iter().filter_map(|s| s.cpu_pct).collect();
             let pct = (!pct.is_empty()).then(|| median(pct));
+            let machine = median(v.iter().map(|s| s.machine_ns_per_pkt).collect());
             let kern = (!kern.is_empty()).then(|| median(kern));
             let missed_max = missed.iter().copied().max();
             let w = if udp { "UDP 64 B" } else { "TCP" };
             let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0}"));
             println!(
-                "| {w} | {o} | {mbps:.0} | {pps:.0} | {} | {} | {} | {} |",
+                "| {w} | {o} | {mbps:.0} | {pps:.0} | {machine:.0} | {} | {} | {} | {} |",
                 f(cpu),
                 pct.map_or("-".into(), |v| format!("{v:.1}")),
                 f(kern),
                 missed_max.map_or("-".into(), |m| m.to_string())
             );
-            rows.push(json!({"workload": w, "observer": o, "mbps": mbps, "pps": pps, "observer_cpu_ns_per_packet": cpu, "observer_cpu_pct": pct, "netobs_kernel_ns_per_packet": kern, "missed_max": missed_max}));
+            rows.push(json!({"workload": w, "observer": o, "mbps": mbps, "pps": pps, "observer_cpu_ns_per_packet": cpu, "observer_cpu_pct": pct, "machine_cpu_ns_per_packet": machine, "netobs_kernel_ns_per_packet": kern, "missed_max": missed_max}));
         }
     }
     let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());

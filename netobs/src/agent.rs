@@ -125,6 +125,12 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
             cfg.metrics_addr
         );
     }
+    // Everything that needs privileges is done: programs attached, port
+    // bound.
+    match crate::privileges::drop_extra() {
+        Ok(kept) => log::info!("capabilities: kept {}, dropped the rest", kept.join(", ")),
+        Err(e) => log::warn!("could not drop capabilities ({e}); running with all of them"),
+    }
 
     let ring = dp.take_events()?;
     let events = tokio::spawn(drain_events(ring, cfg.events, cfg.json, inv_rx.clone()));

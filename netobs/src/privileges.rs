@@ -5,6 +5,11 @@
 //! program statistics and the pointers some helpers hand out needs
 //! CAP_PERFMON. CAP_SYS_ADMIN (root) implies all three on kernels before
 //! 5.8, which had no CAP_BPF.
+//!
+//! Once attached, the agent keeps those three (a clsact fallback is
+//! removed with CAP_NET_ADMIN on exit) and drops every other capability,
+//! the bounding set included: a parser of hostile traffic should not be
+//! able to read every file or load kernel modules.
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -56,4 +61,44 @@ pub fn check() -> Result<(), MissingCapabilities> {
         needed: "CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON",
         missing,
     })
+}
+
+/// Capabilities the agent keeps after attaching.
+const KEEP: [caps::Capability; 3] = [
+    caps::Capability::CAP_BPF,
+    caps::Capability::CAP_NET_ADMIN,
+    caps::Capability::CAP_PERFMON,
+];
+
+/// Drops every capability but `KEEP` from this thread (the agent runs on
+/// one; threads started later inherit the reduced sets). Returns the names
+/// of the capabilities kept.
+pub fn drop_extra() -> Result<Vec<String>, caps::errors::CapsError> {
+    use caps::{CapSet, Capability, CapsHashSet};
+    let supported = caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::all());
+    let mut keep: CapsHashSet = KEEP
+        .iter()
+        .copied()
+        .filter(|c| supported.contains(c))
+        .collect();
+    // Kernels before 5.8 know no CAP_BPF: CAP_SYS_ADMIN stands in for it.
+    if !supported.contains(&Capability::CAP_BPF) {
+        keep.insert(Capability::CAP_SYS_ADMIN);
+    }
+    let have = caps::read(None, CapSet::Permitted)?;
+    let keep: CapsHashSet = keep.intersection(&have).copied().collect();
+    // The bounding set first: dropping from it takes CAP_SETPCAP, which
+    // goes with the rest just after.
+    if have.contains(&Capability::CAP_SETPCAP) {
+        for c in supported.iter().filter(|c| !keep.contains(c)) {
+            caps::drop(None, CapSet::Bounding, *c)?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    caps::set(None, CapSet::Effective, &keep)?;
+    caps::set(None, CapSet::Permitted, &keep)?;
+    let mut names: Vec<String> = keep.iter().map(|c| c.to_string()).collect();
+    names.sort();
+    Ok(names)
 }

@@ -416,3 +416,49 @@ fn sigkill_leaves_nothing_attached_and_sigterm_detaches_xdp() {
     require_root!();
     killed_agent_leaves_nothing("xdp");
 }
+
+/// Capability sets of process `pid` from /proc, as masks.
+fn capability_sets(pid: u32) -> Vec<(String, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let k = k.strip_prefix("Cap")?;
+            Some((k.to_owned(), u64::from_str_radix(v.trim(), 16).ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_agent_drops_every_capability_it_does_not_need() {
+    require_root!();
+    let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
+    let (a, _) = lab.host_a();
+    let agent = Agent::start(&lab, "tc");
+    agent.wait_for(|l| l.contains("capabilities: kept"), "capabilities dropped");
+    let pid = agent.proc.pid().expect("agent pid");
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_PERFMON: u64 = 1 << 38;
+    const CAP_BPF: u64 = 1 << 39;
+    let want = CAP_NET_ADMIN | CAP_PERFMON | CAP_BPF;
+    let sets = capability_sets(pid);
+    for (set, mask) in &sets {
+        let expect = match set.as_str() {
+            "Eff" | "Prm" | "Bnd" => want,
+            _ => 0,
+        };
+        assert_eq!(*mask, expect, "Cap{set} of the agent: {mask:#x}");
+    }
+    assert_eq!(
+        sets.len(),
+        5,
+        "CapInh, CapPrm, CapEff, CapBnd, CapAmb: {sets:?}"
+    );
+    // Still counting, and still able to detach.
+    let to: SocketAddr = format!("{}:9999", lab::OVERLAY_B).parse().expect("addr");
+    udp_send(a, to, UDP_DATAGRAMS, 100).expect("UDP");
+    let v = agent.stop();
+    assert_eq!(counts(&v, "egress", "vxlan").0, UDP_DATAGRAMS as u64);
+    assert_nothing_attached(&lab);
+}
