@@ -18,7 +18,12 @@ use tokio::{
 };
 
 use crate::{
-    datapath::{attach::Mode, events, Datapath, Options},
+    datapath::{
+        attach::Mode,
+        events,
+        watched::{Change, Watched},
+        Datapath, Options,
+    },
     export::{
         alerts::{Alerts, Policy},
         http::{self, ApiState},
@@ -88,14 +93,16 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     crate::privileges::check()?;
     cfg.datapath.data_path_ports = data_path_ports(&cfg).await;
     let mut dp = Datapath::load(&cfg.datapath)?;
-    let mut atts = Vec::new();
+    let mut watched = Vec::new();
     for iface in &cfg.ifaces {
-        let att = dp.attach(iface, cfg.mode)?;
-        log::info!(
-            "watching {iface}: ingress by {}, egress by tc",
-            att.ingress()
-        );
-        atts.push(att);
+        let w = dp.watch(iface, cfg.mode)?;
+        if let Some(att) = w.attachment() {
+            log::info!(
+                "watching {iface}: ingress by {}, egress by tc",
+                att.ingress()
+            );
+        }
+        watched.push(w);
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -143,16 +150,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         Alerts::new(cfg.require_encryption.clone()),
         cfg.series_grace,
     );
-    let ifaces: Vec<Iface> = atts
-        .iter()
-        .filter_map(|a| {
-            Some((
-                *dp.slots().get(&a.ifindex())?,
-                a.iface().to_owned(),
-                a.ifindex(),
-            ))
-        })
-        .collect();
+    let mut ifaces = interfaces(&dp, &watched);
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut tick = tokio::time::interval(POLL);
@@ -164,6 +162,9 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                if recheck(&mut dp, &mut watched) {
+                    ifaces = interfaces(&dp, &watched);
+                }
                 let inv = inv_rx.borrow().clone();
                 let read = poller.poll(&dp, &ifaces, &inv)?;
                 n += 1;
@@ -180,7 +181,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     // packet counted is in the final numbers.
     let inv = inv_rx.borrow().clone();
     let last = poller.poll(&dp, &ifaces, &inv)?;
-    drop(atts);
+    drop(watched);
     let _ = stop_tx.send(true);
     events.abort();
     server.abort();
@@ -193,6 +194,51 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     print(cfg.json, &last, &inv, true);
     log::info!("detached");
     Ok(())
+}
+
+/// Counter slot, name and index of each watched interface.
+fn interfaces(dp: &Datapath, watched: &[Watched]) -> Vec<Iface> {
+    watched
+        .iter()
+        .filter_map(|w| {
+            Some((
+                *dp.slots().get(&w.ifindex())?,
+                w.name().to_owned(),
+                w.ifindex(),
+            ))
+        })
+        .collect()
+}
+
+/// Reattaches to interfaces that came back; says what changed, once.
+/// True when an interface index changed.
+fn recheck(dp: &mut Datapath, watched: &mut [Watched]) -> bool {
+    let mut moved = false;
+    for w in watched.iter_mut() {
+        match dp.recheck(w) {
+            None => {}
+            Some(Change::Vanished) => log::warn!(
+                "{} vanished: nothing is counted on it until it is back (netobs reattaches \
+                 by itself)",
+                w.name()
+            ),
+            Some(Change::Reattached { ifindex, ingress }) => {
+                moved = true;
+                log::warn!(
+                    "{} is back (index {ifindex}): reattached, ingress by {ingress}, egress by tc; \
+                     its counters go on",
+                    w.name()
+                );
+            }
+            Some(Change::Failed(e)) => {
+                log::error!(
+                    "{} is back but reattaching failed: {e}; trying again",
+                    w.name()
+                )
+            }
+        }
+    }
+    moved
 }
 
 fn print(as_json: bool, read: &Read, inv: &Inventory, last: bool) {

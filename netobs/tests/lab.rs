@@ -16,6 +16,7 @@ use netobs_tests::{
     esp::{EspInjector, EspSa, NEXT_HEADER_IPV4},
     lab::{self, LabConfig, Process, TwoHostLab},
     link,
+    netns::Netns,
     packets::{self, Net},
     require_root,
     traffic::{http_request, udp_send, HttpServer},
@@ -39,6 +40,10 @@ struct Agent {
 impl Agent {
     fn start(lab: &TwoHostLab, mode: &str) -> Agent {
         let (ns, dev) = lab.host_a();
+        Agent::start_on(ns, dev, mode)
+    }
+
+    fn start_on(ns: &Netns, dev: &str, mode: &str) -> Agent {
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
         cmd.args([
             "run",
@@ -135,6 +140,10 @@ fn total(v: &Value, dir: &str) -> (u64, u64) {
 /// its XDP hook.
 fn attached(lab: &TwoHostLab) -> Vec<String> {
     let (ns, dev) = lab.host_a();
+    attached_on(ns, dev)
+}
+
+fn attached_on(ns: &Netns, dev: &str) -> Vec<String> {
     let name = dev.to_owned();
     let mut out = ns
         .run_in(move || {
@@ -170,7 +179,7 @@ fn attached(lab: &TwoHostLab) -> Vec<String> {
 /// clsact qdisc.
 fn assert_nothing_attached(lab: &TwoHostLab) {
     let (ns, dev) = lab.host_a();
-    let left = attached(lab);
+    let left = attached_on(ns, dev);
     assert!(left.is_empty(), "programs left on {dev}: {left:?}");
     let link = ns.ip(&["-d", "link", "show", dev]).expect("ip link");
     assert!(
@@ -461,4 +470,66 @@ fn the_agent_drops_every_capability_it_does_not_need() {
     let v = agent.stop();
     assert_eq!(counts(&v, "egress", "vxlan").0, UDP_DATAGRAMS as u64);
     assert_nothing_attached(&lab);
+}
+
+/// Packets through `dev` both ways.
+fn link_packets(ns: &Netns, dev: &str) -> u64 {
+    let s = link::stats(ns, dev).expect("link stats");
+    s.rx_packets + s.tx_packets
+}
+
+#[test]
+fn a_deleted_and_recreated_interface_is_reattached_and_its_counts_go_on() {
+    require_root!();
+    let a = Netns::new("reattach-a").expect("namespace");
+    let b = Netns::new("reattach-b").expect("namespace");
+    for ns in [&a, &b] {
+        // Quiet links: no IPv6 router or neighbour chatter.
+        for key in ["all", "default"] {
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+            ])
+            .expect("sysctl");
+        }
+    }
+    let build = || {
+        link::veth_pair(&a, "nr-a", &b, "nr-b").expect("veth");
+        link::add_addr(&a, "nr-a", "10.210.0.1/24").expect("address");
+        link::add_addr(&b, "nr-b", "10.210.0.2/24").expect("address");
+        link::set_up(&a, "nr-a").expect("up");
+        link::set_up(&b, "nr-b").expect("up");
+    };
+    let to: SocketAddr = "10.210.0.2:9999".parse().expect("addr");
+    build();
+    let agent = Agent::start_on(&a, "nr-a", "tc");
+    let before = link_packets(&a, "nr-a");
+    udp_send(&a, to, 5, 100).expect("UDP");
+    let first = link_packets(&a, "nr-a") - before;
+
+    a.ip(&["link", "del", "nr-a"]).expect("deleting the link");
+    agent.wait_for(|l| l.contains("nr-a vanished"), "netobs to notice");
+    build();
+    agent.wait_for(|l| l.contains("nr-a is back"), "netobs to reattach");
+    let mut on = attached_on(&a, "nr-a");
+    on.sort();
+    assert_eq!(
+        on,
+        ["netobs_tc_egres", "netobs_tc_ingre"],
+        "reattached once"
+    );
+    let before = link_packets(&a, "nr-a");
+    udp_send(&a, to, 7, 100).expect("UDP");
+    let second = link_packets(&a, "nr-a") - before;
+
+    let v = agent.stop();
+    let seen = total(&v, "ingress").0 + total(&v, "egress").0;
+    assert_eq!(
+        seen,
+        first + second,
+        "what crossed the old link ({first}) and the new one ({second})"
+    );
+    assert!(second >= 7 && first >= 5);
+    assert!(attached_on(&a, "nr-a").is_empty(), "nothing left attached");
 }

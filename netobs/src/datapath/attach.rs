@@ -96,6 +96,11 @@ impl Attachment {
     pub fn ingress(&self) -> IngressHook {
         self.ingress
     }
+
+    /// The interface is gone, and the qdisc we added with it.
+    pub(crate) fn forget_qdisc(&mut self) {
+        self.created_clsact = false;
+    }
 }
 
 impl fmt::Debug for Attachment {

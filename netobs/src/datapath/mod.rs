@@ -7,6 +7,7 @@ pub mod events;
 pub mod matcher;
 pub mod read;
 pub mod testrun;
+pub mod watched;
 
 use std::collections::BTreeMap;
 
@@ -281,6 +282,28 @@ impl Datapath {
                 source,
             })?;
         self.slots.insert(ifindex, slot);
+        Ok(slot)
+    }
+
+    /// Gives interface index `new` the counter slot of `old` (an interface
+    /// that was deleted and created again), so its counters continue.
+    pub fn move_slot(&mut self, old: u32, new: u32) -> Result<u32, DatapathError> {
+        let Some(slot) = self.slots.remove(&old) else {
+            return self.register_interface(new);
+        };
+        if new >= MAX_IFINDEX {
+            return Err(DatapathError::IfindexTooLarge(new));
+        }
+        let mut map: Array<_, u32> = map_mut(&mut self.ebpf, names::IFACE_SLOTS)?;
+        let err = |source| DatapathError::Map {
+            name: names::IFACE_SLOTS,
+            source,
+        };
+        // The old index may be handed to another interface one day: it
+        // counts in the unregistered slot until then.
+        map.set(old, 0, 0).map_err(err)?;
+        map.set(new, slot, 0).map_err(err)?;
+        self.slots.insert(new, slot);
         Ok(slot)
     }
 
