@@ -3,8 +3,8 @@
 //! Counts must equal what crossed the interface, and nothing may be left
 //! attached afterwards.
 use std::{
-    io::{BufRead, BufReader},
-    net::{Ipv4Addr, SocketAddr},
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     os::unix::process::ExitStatusExt,
     process::{Command, Stdio},
     sync::mpsc,
@@ -19,7 +19,7 @@ use netobs_tests::{
     netns::Netns,
     packets::{self, Net},
     require_root,
-    traffic::{http_request, udp_send, HttpServer},
+    traffic::{http_get, http_request, udp_send, HttpServer},
 };
 use serde_json::Value;
 
@@ -532,4 +532,80 @@ fn a_deleted_and_recreated_interface_is_reattached_and_its_counts_go_on() {
     );
     assert!(second >= 7 && first >= 5);
     assert!(attached_on(&a, "nr-a").is_empty(), "nothing left attached");
+}
+
+#[test]
+fn the_api_stays_up_under_load_and_slow_clients() {
+    require_root!();
+    let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
+    let (a, _) = lab.host_a();
+    let agent = Agent::start(&lab, "tc");
+    let addr: SocketAddr = "127.0.0.1:9477".parse().expect("addr");
+
+    let out = a
+        .command("wrk")
+        .args(["-t2", "-c64", "-d3s", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("running wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk: {text}");
+    assert!(!text.contains("Non-2xx"), "errors under load:\n{text}");
+    assert!(
+        !text.contains("Socket errors"),
+        "errors under load:\n{text}"
+    );
+    let served: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in"))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .expect("wrk's request count");
+    assert!(served > 0, "{text}");
+
+    // 500 clients that never finish their headers: more than the server
+    // serves at once (the rest are closed at once), and the ones it takes
+    // are cut off by the header timeout. Every connection must end.
+    let open = a
+        .run_in(move || {
+            let mut open = 0;
+            let mut held = Vec::new();
+            for _ in 0..500 {
+                if let Ok(mut s) = TcpStream::connect(addr) {
+                    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: slow\r\n");
+                    held.push(s);
+                }
+            }
+            for mut s in held {
+                s.set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                let mut buf = [0u8; 512];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                        Err(_) => {
+                            open += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            open
+        })
+        .expect("slow clients");
+    assert_eq!(open, 0, "connections the server never closed");
+    let body = http_get(a, addr, "/metrics").expect("a scrape after the flood");
+    assert!(body.contains("netobs_build_info"), "{body}");
+    let pid = agent.proc.pid().expect("pid");
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    assert!(
+        rss_kib < 100 * 1024,
+        "agent RSS {rss_kib} KiB after the flood"
+    );
+    agent.stop();
 }

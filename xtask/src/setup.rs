@@ -18,6 +18,7 @@ pub const PACKAGES: &[&str] = &[
     "prometheus",
     "iperf3",
     "ngrep",
+    "wrk",
     "tcpreplay",
     "tmux",
     "jq",

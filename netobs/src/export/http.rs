@@ -10,7 +10,10 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::Registry;
 use serde::Serialize;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{watch, Semaphore},
+};
 
 use super::alerts::Alert;
 use crate::{
@@ -34,7 +37,16 @@ pub struct ApiState {
     pub alerts: Vec<Alert>,
 }
 
+/// A client that never finishes its headers is cut off after this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once: past it new ones are closed straight away,
+/// so a flood of clients costs a bounded amount of memory.
+const MAX_CONNECTIONS: usize = 256;
+/// Any connection is closed after this, keep-alive or not (a scraper
+/// simply reconnects).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Request headers larger than this are refused (hyper's smallest buffer).
+const MAX_REQUEST_BYTES: usize = 8192;
 
 /// Binds `addr` and serves until the task is dropped.
 pub async fn serve(
@@ -43,9 +55,14 @@ pub async fn serve(
     state: watch::Receiver<Arc<ApiState>>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
                 continue;
             };
             let registry = registry.clone();
@@ -55,12 +72,13 @@ pub async fn serve(
                     let resp = handle(&req, &registry, &state);
                     async move { Ok::<_, Infallible>(resp) }
                 });
-                // A client that never finishes its headers is cut off.
-                let _ = http1::Builder::new()
+                let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                    .max_buf_size(MAX_REQUEST_BYTES)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                drop(slot);
             });
         }
     }))
