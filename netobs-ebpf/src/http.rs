@@ -44,10 +44,10 @@ pub fn status_class(head: &[u8; 8], tail: [u8; 4]) -> usize {
 }
 
 /// Length of the request-line prefix safe to export: method, space, target
-/// up to (not including) `?`, `#`, the space before the version, CR or LF.
-/// The flag says whether anything was cut off.
+/// up to (not including) `?`, `#` (unless `full`), the space before the
+/// version, CR or LF. The flag says whether anything was cut off.
 #[inline(always)]
-pub fn redacted_len<const N: usize>(line: &[u8; N], n: usize) -> (usize, bool) {
+pub fn redacted_len<const N: usize>(line: &[u8; N], n: usize, full: bool) -> (usize, bool) {
     let mut spaces = 0;
     for (i, &c) in line.iter().enumerate().take(SNIPPET_LEN) {
         if i >= n {
@@ -59,7 +59,7 @@ pub fn redacted_len<const N: usize>(line: &[u8; N], n: usize) -> (usize, bool) {
                 return (i, false);
             }
         }
-        if c == b'?' || c == b'#' {
+        if !full && (c == b'?' || c == b'#') {
             return (i, true);
         }
         if c == b'\r' || c == b'\n' {

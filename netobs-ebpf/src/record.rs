@@ -7,9 +7,9 @@ use core::mem::MaybeUninit;
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_probe_read_kernel};
 use netobs_common::{
     counter_index, Class, Config, Direction, Event, FlowKey, FlowStats, Stat,
-    CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS, EVENT_HTTP_REQUEST, EVENT_NEW_FLOW,
-    HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_IFACES, MAX_PATTERNS, PAYLOAD_SCAN_LEN,
-    SNIPPET_LEN,
+    CONFIG_FLAG_FULL_PATHS, CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS,
+    EVENT_HTTP_REQUEST, EVENT_NEW_FLOW, HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_IFACES,
+    MAX_PATTERNS, PAYLOAD_SCAN_LEN, SNIPPET_LEN,
 };
 
 use crate::{
@@ -320,7 +320,11 @@ fn http_event(
         return;
     };
     let e = entry.as_mut_ptr();
-    let (keep, cut) = http::redacted_len(head, if n < SNIPPET_LEN { n } else { SNIPPET_LEN });
+    let (keep, cut) = http::redacted_len(
+        head,
+        if n < SNIPPET_LEN { n } else { SNIPPET_LEN },
+        cfg.flags & CONFIG_FLAG_FULL_PATHS != 0,
+    );
     // SAFETY: reserved Event; keep <= SNIPPET_LEN bytes are copied from the
     // scratch buffer into the zeroed snippet, so nothing past the cut leaves
     // the kernel.

@@ -20,7 +20,7 @@ use tokio::{
 use crate::{
     datapath::{
         attach::Mode,
-        events,
+        events::{self, CapturePaths},
         watched::{Change, Watched},
         Datapath, Options,
     },
@@ -48,6 +48,7 @@ pub struct AgentConfig {
     pub print_every: Duration,
     pub json: bool,
     pub events: bool,
+    pub capture_paths: CapturePaths,
     pub metrics_addr: SocketAddr,
     pub docker_host: Option<String>,
     pub docker: bool,
@@ -86,6 +87,9 @@ async fn data_path_ports(cfg: &AgentConfig) -> Vec<u16> {
 }
 
 pub async fn run(mut cfg: AgentConfig) -> Result<()> {
+    // First: a stop asked for while attaching must still detach cleanly.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     // A mistyped interface is the likeliest error: report it before anything.
     for iface in &cfg.ifaces {
         crate::datapath::attach::ifindex(iface)?;
@@ -140,7 +144,13 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     }
 
     let ring = dp.take_events()?;
-    let events = tokio::spawn(drain_events(ring, cfg.events, cfg.json, inv_rx.clone()));
+    let events = tokio::spawn(drain_events(
+        ring,
+        cfg.events,
+        cfg.json,
+        cfg.capture_paths,
+        inv_rx.clone(),
+    ));
     let kernel_log = dp
         .take_kernel_log()
         .map(|l| tokio::spawn(forward_kernel_log(l)));
@@ -151,8 +161,6 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         cfg.series_grace,
     );
     let mut ifaces = interfaces(&dp, &watched);
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut tick = tokio::time::interval(POLL);
     // A read of a huge table may take longer than a tick: start the next one
     // a tick after it ends rather than catching up in a burst.
@@ -274,6 +282,7 @@ async fn drain_events(
     ring: RingBuf<MapData>,
     show: bool,
     as_json: bool,
+    paths: CapturePaths,
     inv: InventoryRx,
 ) -> Result<()> {
     // SAFETY: the RingBuf owns its descriptor and moves into the AsyncFd,
@@ -290,14 +299,20 @@ async fn drain_events(
             };
             if show {
                 let inv = inv.borrow().clone();
-                println!("{}", event_line(&e, &clock, as_json, &inv));
+                println!("{}", event_line(&e, &clock, as_json, paths, &inv));
             }
         }
         guard.clear_ready();
     }
 }
 
-fn event_line(e: &netobs_common::Event, clock: &Clock, as_json: bool, inv: &Inventory) -> String {
+fn event_line(
+    e: &netobs_common::Event,
+    clock: &Clock,
+    as_json: bool,
+    paths: CapturePaths,
+    inv: &Inventory,
+) -> String {
     let f = Flow::from_raw(&e.key, &Default::default(), &[], *clock);
     let l = Labeler::new(inv).label(&f);
     let v = FlowKeyView(&f);
@@ -312,7 +327,7 @@ fn event_line(e: &netobs_common::Event, clock: &Clock, as_json: bool, inv: &Inve
         });
         if http {
             j["method"] = json!(method_name(e.http_method));
-            j["request"] = json!(events::snippet(e));
+            j["request"] = json!(events::snippet(e, paths));
             j["truncated"] = json!(e.snippet_truncated != 0);
         }
         return j.to_string();
@@ -328,7 +343,7 @@ fn event_line(e: &netobs_common::Event, clock: &Clock, as_json: bool, inv: &Inve
     if http {
         format!(
             "http  {net} {src} -> {dst} {:?}{}",
-            events::snippet(e),
+            events::snippet(e, paths),
             if e.snippet_truncated != 0 {
                 " (query cut)"
             } else {

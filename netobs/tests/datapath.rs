@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use netobs::{
     datapath::{
-        events,
+        events::{self, CapturePaths},
         testrun::{RunPacket, MAX_RUN_DATA},
         Datapath, Options,
     },
@@ -660,12 +660,36 @@ fn events_carry_a_redacted_request_line() {
         vec![EVENT_NEW_FLOW, EVENT_HTTP_REQUEST, EVENT_HTTP_REQUEST]
     );
     let e = &got[1];
-    assert_eq!(events::snippet(e), "GET /api/users");
+    assert_eq!(events::snippet(e, CapturePaths::Redacted), "GET /api/users");
     assert_eq!(e.snippet_truncated, 1, "the query was cut off");
     assert_eq!(e.key.vni_or_spi, 12);
     assert!(
         e.snippet[e.snippet_len as usize..].iter().all(|b| *b == 0),
         "nothing past the cut leaves the kernel"
+    );
+}
+
+#[test]
+fn full_capture_paths_keep_the_query_but_never_the_headers() {
+    require_root!();
+    let mut h = Harness::new(Options {
+        new_flow_events: false,
+        full_paths: true,
+        ..Options::default()
+    });
+    let mut ring = h.dp.take_events().expect("ring buffer");
+    let req = b"GET /api/key/k3y?user=alice HTTP/1.1\r\nAuthorization: Bearer x\r\n\r\n";
+    h.classify(&http_in_vxlan(12, req));
+    let e = events::decode(&ring.next().expect("an event")).expect("event record");
+    assert_eq!(
+        events::snippet(&e, CapturePaths::Full),
+        "GET /api/key/k3y?user=alice"
+    );
+    assert_eq!(e.snippet_truncated, 0, "the line ended at the version");
+    assert_eq!(
+        events::snippet(&e, CapturePaths::Redacted),
+        "GET /api/key/<redacted>",
+        "redacting what a full capture holds drops the query too"
     );
 }
 

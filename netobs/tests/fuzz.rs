@@ -15,7 +15,11 @@ use std::{path::PathBuf, time::Duration};
 
 use netobs::{
     capture::Capture,
-    datapath::{events, testrun::RunPacket, Datapath, Options},
+    datapath::{
+        events::{self, CapturePaths},
+        testrun::RunPacket,
+        Datapath, Options,
+    },
 };
 use netobs_common::{counter_index, Class, Direction, Event};
 use netobs_tests::{
@@ -271,7 +275,10 @@ fn event_records_of_any_shape_decode_or_are_refused() {
             Some(e) => {
                 assert!(len >= size_of::<Event>());
                 // Rendering a hostile record is bounded and never panics.
-                assert!(events::snippet(&e).len() <= 4 * netobs_common::SNIPPET_LEN);
+                for paths in [CapturePaths::Redacted, CapturePaths::Full] {
+                    let text = events::snippet(&e, paths);
+                    assert!(text.len() <= 16 * netobs_common::SNIPPET_LEN);
+                }
             }
             None => assert!(len < size_of::<Event>()),
         }

@@ -44,6 +44,10 @@ impl Agent {
     }
 
     fn start_on(ns: &Netns, dev: &str, mode: &str) -> Agent {
+        Agent::start_with(ns, dev, mode, &[])
+    }
+
+    fn start_with(ns: &Netns, dev: &str, mode: &str, extra: &[&str]) -> Agent {
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
         cmd.args([
             "run",
@@ -56,6 +60,7 @@ impl Agent {
             "--interval",
             "1",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let mut proc = Process::spawn(cmd).expect("starting netobs");
@@ -608,4 +613,92 @@ fn the_api_stays_up_under_load_and_slow_clients() {
         "agent RSS {rss_kib} KiB after the flood"
     );
     agent.stop();
+}
+
+/// A bpf filesystem of the test's own, unmounted when the test ends, pass
+/// or fail (the machine's /sys/fs/bpf may not be mounted, and must not be
+/// touched).
+struct BpfFs(std::path::PathBuf);
+
+impl BpfFs {
+    fn mount() -> BpfFs {
+        let dir = std::env::temp_dir().join(format!("netobs-bpffs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let fs = BpfFs(dir);
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&fs.0)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "mounting a bpf filesystem");
+        fs
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn pinned_counters_survive_an_agent_restart() {
+    require_root!();
+    let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
+    let (a, dev) = lab.host_a();
+    let fs = BpfFs::mount();
+    let pin = fs.0.join("netobs");
+    let pin_arg = pin.to_str().expect("utf-8 path").to_owned();
+    let to: SocketAddr = format!("{}:9999", lab::OVERLAY_B).parse().expect("addr");
+
+    let first = Agent::start_with(a, dev, "tc", &["--pin", &pin_arg]);
+    udp_send(a, to, 5, 100).expect("UDP");
+    let v1 = first.stop();
+    assert_eq!(counts(&v1, "egress", "vxlan").0, 5);
+    for map in ["COUNTERS", "FLOWS", "IFACE_SLOTS", "STATS"] {
+        assert!(pin.join(map).exists(), "{map} pinned");
+    }
+
+    let second = Agent::start_with(a, dev, "tc", &["--pin", &pin_arg]);
+    udp_send(a, to, 7, 100).expect("UDP");
+    let v2 = second.stop();
+    assert_eq!(
+        counts(&v2, "egress", "vxlan").0,
+        12,
+        "the second agent goes on from the first one's counters"
+    );
+    assert!(
+        total(&v2, "egress").0 >= total(&v1, "egress").0 + 7,
+        "every class goes on"
+    );
+    assert_nothing_attached(&lab);
+
+    // Without --pin a new agent starts from zero.
+    let third = Agent::start(&lab, "tc");
+    udp_send(a, to, 3, 100).expect("UDP");
+    assert_eq!(counts(&third.stop(), "egress", "vxlan").0, 3);
+}
+
+#[test]
+fn pinning_outside_a_bpf_filesystem_is_one_clear_line() {
+    require_root!();
+    let dir = std::env::temp_dir().join(format!("netobs-not-bpffs-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_netobs"))
+        .args(["run", "--iface", "lo", "--no-docker", "--pin"])
+        .arg(&dir)
+        .output()
+        .expect("running netobs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("[INFO"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("not a bpf filesystem") && lines[0].contains("mount -t bpf"),
+        "{err}"
+    );
 }

@@ -141,26 +141,61 @@ impl DockerNode {
             }
         }
         let _ = self.stop_daemon();
-        // Mounts under our directory (overlay2, netns bind mounts), deepest first.
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut ours: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|m| Path::new(m).starts_with(&self.dir))
-                .collect();
-            ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in ours {
-                let _ = Command::new("umount").arg("-l").arg(m).status();
-            }
+        remove_node_dir(&self.dir, &self.cgroup);
+    }
+}
+
+/// Mounts under `dir` (overlay2, netns bind mounts, deepest first), the
+/// node's cgroups, then `dir` itself.
+fn remove_node_dir(dir: &Path, cgroup: &str) {
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| Path::new(m).starts_with(dir))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
         }
-        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = remove_cgroup(&ctrl.path().join(&self.cgroup));
+    }
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = remove_cgroup(&ctrl.path().join(cgroup));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Removes what Docker nodes of test runs that died (killed, or the machine
+/// stopped under them) left: shims, mounts, cgroups, data directories.
+pub fn cleanup_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // netobs-docker-<namespace>, the namespace ending in -<pid>-<n>.
+        let Some(ns) = name.strip_prefix("netobs-docker-") else {
+            continue;
+        };
+        let pid = ns
+            .split('-')
+            .rev()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) {
+            continue;
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let dir = e.path();
+        let _ = Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(format!("{}", dir.display()))
+            .status();
+        remove_node_dir(&dir, ns);
     }
 }
 

@@ -48,6 +48,7 @@ fn netobs_binary() -> Result<String> {
 pub fn run(args: &DemoArgs) -> Result<()> {
     let netobs = netobs_binary()?;
     netobs_tests::netns::cleanup_stale();
+    netobs_tests::swarm::cleanup_stale();
     if args.plain {
         plain(args, &netobs)
     } else {

@@ -72,6 +72,7 @@ fn run_promtool_checks() -> Result<()> {
 
 pub fn run(args: &TestArgs) -> Result<()> {
     netobs_tests::netns::cleanup_stale();
+    netobs_tests::swarm::cleanup_stale();
     let object = build::run(&build::BuildArgs::default())?;
     if !args.no_lint {
         lint()?;
@@ -83,6 +84,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .args(&args.cargo_args),
     );
     netobs_tests::netns::cleanup_stale();
+    netobs_tests::swarm::cleanup_stale();
     result
 }
 

@@ -223,6 +223,9 @@ pub const CONFIG_FLAG_HTTP_EVENTS: u8 = 1 << 1;
 /// original length in `cb[REPLAY_CB_LEN]` and its timestamp (ns) in
 /// `cb[REPLAY_CB_TS_LO]`/`cb[REPLAY_CB_TS_HI]`.
 pub const CONFIG_FLAG_REPLAY: u8 = 1 << 2;
+/// HTTP events keep the query string (`--capture-paths full`); without it
+/// the request line is cut at `?` or `#` in the kernel.
+pub const CONFIG_FLAG_FULL_PATHS: u8 = 1 << 3;
 
 pub const REPLAY_CB_LEN: usize = 0;
 pub const REPLAY_CB_TS_LO: usize = 1;

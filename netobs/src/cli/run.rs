@@ -6,7 +6,7 @@ use clap::Args;
 use super::DatapathArgs;
 use crate::{
     agent::{self, AgentConfig, DEFAULT_METRICS_ADDR},
-    datapath::attach::Mode,
+    datapath::{attach::Mode, events::CapturePaths},
     export::alerts::Policy,
 };
 
@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Also print each new plaintext flow and HTTP request as it is seen
     #[arg(long)]
     events: bool,
+    /// How much of an HTTP request's target is shown: `redacted` (no query
+    /// string, credential-like path segments replaced) or `full`
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t = CapturePaths::Redacted)]
+    capture_paths: CapturePaths,
     /// Where to serve /metrics and the API (binding beyond loopback must be
     /// asked for)
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
@@ -52,6 +56,10 @@ pub struct RunArgs {
     /// Seconds between full re-reads of the engine (events keep it current)
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     resync: u64,
+    /// Pin the counters and the flow table under DIR on bpffs (e.g.
+    /// /sys/fs/bpf/netobs): a restarted agent goes on counting from them
+    #[arg(long, value_name = "DIR")]
+    pin: Option<std::path::PathBuf>,
     #[command(flatten)]
     datapath: DatapathArgs,
 }
@@ -64,6 +72,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut datapath = args.datapath.options();
     // Empty: ask the swarm which port it uses.
     datapath.data_path_ports = args.datapath.data_path_ports.clone();
+    datapath.full_paths = args.capture_paths == CapturePaths::Full;
+    datapath.pin = args.pin;
     let cfg = AgentConfig {
         ifaces: args.ifaces,
         mode: args.mode,
@@ -71,6 +81,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         print_every: Duration::from_secs(args.interval),
         json: args.json,
         events: args.events,
+        capture_paths: args.capture_paths,
         metrics_addr: args.metrics_addr,
         docker_host: args.docker_host,
         docker: !args.no_docker,

@@ -5,6 +5,7 @@ pub mod attach;
 mod batch;
 pub mod events;
 pub mod matcher;
+mod pin;
 pub mod read;
 pub mod testrun;
 pub mod watched;
@@ -17,8 +18,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use netobs_common::{
-    Config, CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS, CONFIG_FLAG_REPLAY,
-    DEFAULT_DATA_PATH_PORT, MAX_DATA_PATH_PORTS, MAX_IFACES, MAX_IFINDEX,
+    Config, CONFIG_FLAG_FULL_PATHS, CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS,
+    CONFIG_FLAG_REPLAY, DEFAULT_DATA_PATH_PORT, MAX_DATA_PATH_PORTS, MAX_IFACES, MAX_IFINDEX,
 };
 
 /// The kernel object, built by `cargo xtask build` (see build.rs).
@@ -75,6 +76,15 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error(
+        "cannot use the pinned maps in {dir}: {reason}. It must be on a bpf filesystem \
+         (`mount -t bpf bpf /sys/fs/bpf`); maps pinned by another netobs version or with \
+         another --flow-table-size cannot be reused: remove the directory"
+    )]
+    Pin {
+        dir: std::path::PathBuf,
+        reason: String,
+    },
     #[error("reading map {name} in batches: {source}")]
     Batch {
         name: &'static str,
@@ -97,6 +107,11 @@ pub struct Options {
     pub http_events: bool,
     pub events_per_sec: u32,
     pub events_burst: u32,
+    /// HTTP events keep the query string (`--capture-paths full`).
+    pub full_paths: bool,
+    /// Directory on bpffs where the counters, the flow table and the
+    /// interface slots are pinned, so that they outlive the agent.
+    pub pin: Option<std::path::PathBuf>,
     /// Load for `replay`: packets come from BPF_PROG_TEST_RUN.
     pub replay: bool,
 }
@@ -111,6 +126,8 @@ impl Default for Options {
             http_events: true,
             events_per_sec: 1000,
             events_burst: 200,
+            full_paths: false,
+            pin: None,
             replay: false,
         }
     }
@@ -143,6 +160,9 @@ impl Options {
         if self.replay {
             cfg.flags |= CONFIG_FLAG_REPLAY;
         }
+        if self.full_paths {
+            cfg.flags |= CONFIG_FLAG_FULL_PATHS;
+        }
         cfg.events_per_sec = self.events_per_sec;
         cfg.events_burst = self.events_burst;
         Ok(cfg)
@@ -172,7 +192,21 @@ impl Datapath {
             .override_global(names::CONFIG, &cfg, true)
             .map_max_entries(names::FLOWS, opts.flow_table_size)
             .map_max_entries(names::MATCHER, table.len().max(1) as u32);
-        let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Load)?;
+        let pins = match &opts.pin {
+            Some(dir) => pin::paths(dir)?,
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| match &opts.pin {
+            // A pinned map from another version or table size.
+            Some(dir) => DatapathError::Pin {
+                dir: dir.clone(),
+                reason: e.to_string(),
+            },
+            None => DatapathError::Load(e),
+        })?;
         if !table.is_empty() {
             let mut map: Array<_, u32> = map_mut(&mut ebpf, names::MATCHER)?;
             for (i, entry) in table.iter().enumerate() {
@@ -196,6 +230,10 @@ impl Datapath {
             replay: opts.replay,
             kernel_log,
         };
+        if opts.pin.is_some() {
+            // Interfaces keep the slots (and so the counters) they had.
+            dp.slots = pin::slots(&dp.ebpf)?;
+        }
         for name in [names::TC_INGRESS, names::TC_EGRESS] {
             dp.classifier(name)?
                 .load()
