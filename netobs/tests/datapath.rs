@@ -729,6 +729,40 @@ fn an_http_flood_is_cut_by_the_rate_limit_and_counted() {
 }
 
 #[test]
+fn a_flow_table_flood_evicts_and_counts_every_eviction() {
+    require_root!();
+    const TABLE: u32 = 1024;
+    const FLOWS: u16 = 5000;
+    let mut h = Harness::new(Options {
+        flow_table_size: TABLE,
+        new_flow_events: false,
+        http_events: false,
+        ..Options::default()
+    });
+    for port in 0..FLOWS {
+        let inner = packets::udp(&Net::containers(), 20000 + port, 53, b"q");
+        let pkt = packets::vxlan(&Net::nodes(), 4789, 7, &inner);
+        h.dp.run_tc(Direction::Ingress, &RunPacket::new(&pkt), 1)
+            .expect("tc run");
+    }
+    let live = h.dp.flows().expect("reading flows").len();
+    let stats = h.dp.stats().expect("stats");
+    let health = netobs::flows::Health::from_stats(&stats, live);
+    assert!(live <= TABLE as usize, "{live} flows in a table of {TABLE}");
+    assert_eq!(health.flows_created, FLOWS as u64, "every flow was created");
+    assert_eq!(
+        live as u64 + health.flow_evictions,
+        FLOWS as u64,
+        "every flow is in the table or counted as evicted"
+    );
+    assert_eq!(health.flow_insert_failed, 0);
+    // The interface counters never lose a packet to the flood.
+    let c = h.class_counts();
+    let vxlan_in = c[Class::Vxlan as usize * Direction::ALL.len()].0;
+    assert_eq!(vxlan_in, FLOWS as u64);
+}
+
+#[test]
 fn the_flow_table_reads_in_batches_and_one_by_one_alike() {
     require_root!();
     let mut h = Harness::new(Options {

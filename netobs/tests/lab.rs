@@ -484,7 +484,7 @@ fn link_packets(ns: &Netns, dev: &str) -> u64 {
 }
 
 #[test]
-fn a_deleted_and_recreated_interface_is_reattached_and_its_counts_go_on() {
+fn an_interface_set_down_up_deleted_and_recreated_keeps_being_counted() {
     require_root!();
     let a = Netns::new("reattach-a").expect("namespace");
     let b = Netns::new("reattach-b").expect("namespace");
@@ -511,6 +511,13 @@ fn a_deleted_and_recreated_interface_is_reattached_and_its_counts_go_on() {
     let agent = Agent::start_on(&a, "nr-a", "tc");
     let before = link_packets(&a, "nr-a");
     udp_send(&a, to, 5, 100).expect("UDP");
+
+    // Down and up: the device and its programs stay.
+    a.ip(&["link", "set", "nr-a", "down"]).expect("down");
+    a.ip(&["link", "set", "nr-a", "up"]).expect("up");
+    let mut on = attached_on(&a, "nr-a");
+    on.sort();
+    assert_eq!(on, ["netobs_tc_egres", "netobs_tc_ingre"], "still attached");
     let first = link_packets(&a, "nr-a") - before;
 
     a.ip(&["link", "del", "nr-a"]).expect("deleting the link");

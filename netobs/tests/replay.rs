@@ -268,6 +268,68 @@ fn bad_captures_get_one_line_errors() {
     assert!(err.contains("not a pcap or pcapng"), "{err}");
 }
 
+/// A pcap record and a pcapng block that each claim about 2 GiB.
+fn huge_length_captures() -> [(&'static str, Vec<u8>); 2] {
+    let mut pcap = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 0x7fff_ffff, 1] {
+        pcap.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [1u32, 0, 0x7fff_fff0, 0x7fff_fff0] {
+        pcap.extend_from_slice(&v.to_le_bytes());
+    }
+    pcap.extend_from_slice(&[0; 100]);
+    let mut ng = Vec::new();
+    // Section header block, then an enhanced packet block of ~2 GiB.
+    for v in [0x0a0d_0d0au32, 28, 0x1a2b_3c4d, 0x0000_0001] {
+        ng.extend_from_slice(&v.to_le_bytes());
+    }
+    ng.extend_from_slice(&(-1i64).to_le_bytes());
+    ng.extend_from_slice(&28u32.to_le_bytes());
+    for v in [6u32, 0x7fff_fff0] {
+        ng.extend_from_slice(&v.to_le_bytes());
+    }
+    ng.extend_from_slice(&[0; 64]);
+    [("pcap", pcap), ("pcapng", ng)]
+}
+
+#[test]
+fn huge_lengths_in_a_capture_are_an_error_not_an_allocation() {
+    for (kind, bytes) in huge_length_captures() {
+        let path =
+            std::env::temp_dir().join(format!("netobs-test-{}-huge.{kind}", std::process::id()));
+        std::fs::write(&path, &bytes).expect("writing the capture");
+        // Reaped below with wait4, which also gives its peak memory.
+        #[allow(clippy::zombie_processes)]
+        let child = netobs()
+            .arg("replay")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running netobs");
+        let pid = child.id() as i32;
+        let mut status = 0;
+        // SAFETY: zeroed rusage is valid; pid is our unreaped child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(reaped, pid);
+        let mut err = String::new();
+        use std::io::Read;
+        if let Some(mut e) = child.stderr {
+            let _ = e.read_to_string(&mut err);
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1,
+            "{kind}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains("damaged after 0 records"), "{kind}: {err}");
+        let peak_mib = usage.ru_maxrss / 1024;
+        assert!(peak_mib < 100, "{kind}: {peak_mib} MiB for a 2 GiB claim");
+    }
+}
+
 #[test]
 fn truncated_capture_reports_damage_after_the_good_records() {
     require_root!();

@@ -42,6 +42,8 @@ enum Missing {
     Nightly,
     RustSrc,
     BpfLinker,
+    /// The dependency policy check of `cargo xtask test` (deny.toml).
+    CargoDeny,
 }
 
 /// The LLVM major version nightly rustc uses ("LLVM version: 22.1.4").
@@ -127,6 +129,9 @@ fn missing(major: Option<u32>) -> Vec<Missing> {
             }
         }
     }
+    if cmd::output(Command::new("cargo").args(["deny", "--version"])).is_err() {
+        m.push(Missing::CargoDeny);
+    }
     m
 }
 
@@ -202,6 +207,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
                     "--toolchain",
                     "nightly",
                 ]))?;
+            }
+            Missing::CargoDeny => {
+                cmd::run(cmd::cargo(None).args(["install", "--locked", "cargo-deny"]))?;
             }
             Missing::Nightly | Missing::BpfLinker => {}
         }

@@ -70,12 +70,32 @@ fn run_promtool_checks() -> Result<()> {
     Ok(())
 }
 
+/// The dependency policy (deny.toml) on both workspaces: licenses, bans,
+/// sources. Advisories need the RustSec database from GitHub, which these
+/// machines cannot reach (see deny.toml).
+pub fn deny() -> Result<()> {
+    let root = root();
+    for manifest in ["Cargo.toml", "netobs-ebpf/Cargo.toml"] {
+        cmd::run(
+            Command::new("cargo")
+                .arg("deny")
+                .arg("--manifest-path")
+                .arg(root.join(manifest))
+                .arg("--config")
+                .arg(root.join("deny.toml"))
+                .args(["check", "bans", "licenses", "sources"]),
+        )?;
+    }
+    Ok(())
+}
+
 pub fn run(args: &TestArgs) -> Result<()> {
     netobs_tests::netns::cleanup_stale();
     netobs_tests::swarm::cleanup_stale();
     let object = build::run(&build::BuildArgs::default())?;
     if !args.no_lint {
         lint()?;
+        deny()?;
     }
     run_promtool_checks()?;
     let result = cargo_test(
