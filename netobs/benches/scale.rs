@@ -15,7 +15,7 @@ use netobs::{
         metrics::Metrics,
     },
     inventory::Inventory,
-    poll::Poller,
+    poll::{LastRequests, Poller},
 };
 use netobs_common::Direction;
 use netobs_tests::packets::{self, Net};
@@ -101,11 +101,12 @@ fn main() {
             Duration::from_secs(300),
         );
         let t = Instant::now();
-        let first = poller.poll(&dp, &ifaces, &inv).expect("first read");
+        let last = LastRequests::default();
+        let first = poller.poll(&dp, &ifaces, &inv, &last).expect("first read");
         let agent_ms = ms(t);
         drop(first);
         let t = Instant::now();
-        let read = poller.poll(&dp, &ifaces, &inv).expect("second read");
+        let read = poller.poll(&dp, &ifaces, &inv, &last).expect("second read");
         let steady_ms = ms(t);
         let snap = read.snapshot;
         let evicted = snap.health.flow_evictions;

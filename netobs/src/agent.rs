@@ -34,7 +34,7 @@ use crate::{
         method_name, Clock, Flow, FlowKeyView,
     },
     inventory::{self, Inventory, InventoryRx},
-    poll::{self, Iface, Poller, Read},
+    poll::{self, Iface, LastRequests, Poller, Read},
 };
 
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9477";
@@ -144,11 +144,15 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     }
 
     let ring = dp.take_events()?;
+    let last_requests = LastRequests::default();
     let events = tokio::spawn(drain_events(
         ring,
-        cfg.events,
-        cfg.json,
-        cfg.capture_paths,
+        EventSink {
+            show: cfg.events,
+            json: cfg.json,
+            paths: cfg.capture_paths,
+            last_requests: last_requests.clone(),
+        },
         inv_rx.clone(),
     ));
     let kernel_log = dp
@@ -174,7 +178,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
                     ifaces = interfaces(&dp, &watched);
                 }
                 let inv = inv_rx.borrow().clone();
-                let read = poller.poll(&dp, &ifaces, &inv)?;
+                let read = poller.poll(&dp, &ifaces, &inv, &last_requests)?;
                 n += 1;
                 if n.is_multiple_of(polls_per_print) {
                     print(cfg.json, &read, &inv, false);
@@ -188,7 +192,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     // One last read with the programs still attached, then detach: every
     // packet counted is in the final numbers.
     let inv = inv_rx.borrow().clone();
-    let last = poller.poll(&dp, &ifaces, &inv)?;
+    let last = poller.poll(&dp, &ifaces, &inv, &last_requests)?;
     drop(watched);
     let _ = stop_tx.send(true);
     events.abort();
@@ -278,13 +282,16 @@ fn print(as_json: bool, read: &Read, inv: &Inventory, last: bool) {
     }
 }
 
-async fn drain_events(
-    ring: RingBuf<MapData>,
+/// Where events go: printed with `--events`, and the last request of each
+/// flow kept for the API.
+struct EventSink {
     show: bool,
-    as_json: bool,
+    json: bool,
     paths: CapturePaths,
-    inv: InventoryRx,
-) -> Result<()> {
+    last_requests: LastRequests,
+}
+
+async fn drain_events(ring: RingBuf<MapData>, sink: EventSink, inv: InventoryRx) -> Result<()> {
     // SAFETY: the RingBuf owns its descriptor and moves into the AsyncFd,
     // which deregisters it before dropping it.
     let mut fd = unsafe { AsyncFd::register(ring) }
@@ -297,9 +304,14 @@ async fn drain_events(
             let Some(e) = events::decode(&item) else {
                 continue;
             };
-            if show {
+            if e.kind == netobs_common::EVENT_HTTP_REQUEST {
+                let f = Flow::from_raw(&e.key, &Default::default(), &[], clock);
+                sink.last_requests
+                    .insert(f.sort_key(), events::snippet(&e, sink.paths));
+            }
+            if sink.show {
                 let inv = inv.borrow().clone();
-                println!("{}", event_line(&e, &clock, as_json, paths, &inv));
+                println!("{}", event_line(&e, &clock, sink.json, sink.paths, &inv));
             }
         }
         guard.clear_ready();

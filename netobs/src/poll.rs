@@ -7,7 +7,7 @@
 //! updates, not a million.
 use std::{
     collections::{hash_map::Entry, BTreeMap, HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use anyhow::Result;
@@ -18,16 +18,40 @@ use crate::{
     datapath::Datapath,
     export::{
         alerts::Alerts,
-        http::{ApiState, LabelledFlow},
+        http::{ApiState, LabelledFlow, Summary},
         metrics::{self, Metrics, OTHER},
     },
     flows::{
         aggregate::{Aggregator, Growth},
         label::{FlowLabels, LabelRefs, Labeler},
-        Clock, Snapshot, SnapshotBuilder, STATUS_CLASS_NAMES,
+        Clock, Snapshot, SnapshotBuilder, SortKey, STATUS_CLASS_NAMES,
     },
     inventory::Inventory,
 };
+
+/// The last HTTP request line seen per flow, filled from the event ring
+/// and shown with the flow in the API (`netobs top`). Bounded: a flood of
+/// new flows replaces entries, it does not grow the map.
+#[derive(Clone, Default)]
+pub struct LastRequests(Arc<Mutex<HashMap<SortKey, String>>>);
+
+const LAST_REQUESTS: usize = 4096;
+
+impl LastRequests {
+    pub fn insert(&self, flow: SortKey, line: String) {
+        let Ok(mut m) = self.0.lock() else { return };
+        if m.len() >= LAST_REQUESTS && !m.contains_key(&flow) {
+            if let Some(k) = m.keys().next().copied() {
+                m.remove(&k);
+            }
+        }
+        m.insert(flow, line);
+    }
+
+    pub fn get(&self, flow: &SortKey) -> Option<String> {
+        self.0.lock().ok()?.get(flow).cloned()
+    }
+}
 
 /// Flows the API and the printed table show: the busiest since the last
 /// read, then the largest. Metrics and totals cover every flow.
@@ -150,7 +174,13 @@ impl Poller {
         self.agg.len()
     }
 
-    pub fn poll(&mut self, dp: &Datapath, ifaces: &[Iface], inv: &Arc<Inventory>) -> Result<Read> {
+    pub fn poll(
+        &mut self,
+        dp: &Datapath,
+        ifaces: &[Iface],
+        inv: &Arc<Inventory>,
+        last_requests: &LastRequests,
+    ) -> Result<Read> {
         let counters = dp.counters()?;
         let clock = Clock::monotonic_now();
         let patterns = dp.patterns();
@@ -194,13 +224,21 @@ impl Poller {
             .iter()
             .map(|f| LabelledFlow {
                 labels: labeler.label(f),
+                last_request: last_requests.get(&f.sort_key()),
                 flow: f.clone(),
             })
             .collect();
+        let alerts = self.alerts.list();
         let api = ApiState {
             flows,
             inventory: inv.clone(),
-            alerts: self.alerts.list(),
+            summary: Summary {
+                classes: snapshot.classes(),
+                flows: snapshot.totals.flows,
+                alerts: alerts.len(),
+                docker_up: inv.docker_up,
+            },
+            alerts,
         };
         Ok(Read {
             snapshot,

@@ -709,3 +709,98 @@ fn pinning_outside_a_bpf_filesystem_is_one_clear_line() {
         "{err}"
     );
 }
+
+/// A detached tmux server of the test's own, killed when the test ends.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let t = Tmux(format!("netobs-test-{}", std::process::id()));
+        let ok = t
+            .cmd()
+            .args(["new-session", "-d", "-x", "200", "-y", "40", command])
+            .status()
+            .expect("tmux (apt-get install tmux)");
+        assert!(ok.success(), "starting tmux");
+        t
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.0]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        let _ = self.cmd().args(["send-keys", keys]).status();
+    }
+
+    /// The screen once `pred` holds; fails after 30 s with the screen.
+    fn wait_for(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        for _ in 0..150 {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("waiting for {what}; the screen:\n{}", self.screen());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+#[test]
+fn top_shows_live_flows_and_q_restores_the_terminal() {
+    require_root!();
+    let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
+    let (a, _) = lab.host_a();
+    let server_addr: SocketAddr = format!("{}:{HTTP_PORT}", lab::OVERLAY_B)
+        .parse()
+        .expect("addr");
+    let _server = HttpServer::start(&lab.b, server_addr).expect("HTTP server");
+    let agent = Agent::start(&lab, "tc");
+    for _ in 0..3 {
+        let status = http_request(a, server_addr, "GET", "/orders/token/abc?x=1").expect("HTTP");
+        assert_eq!(status, 200);
+    }
+    let tmux = Tmux::start(&format!(
+        "nsenter --net={} {} top; echo top-exited-$?; sleep 60",
+        a.path().display(),
+        env!("CARGO_BIN_EXE_netobs")
+    ));
+    let screen = tmux.wait_for(
+        |s| s.contains("PLAIN") && s.contains("GET /orders/token/<redacted>"),
+        "the flow with its last request",
+    );
+    assert!(screen.contains(lab::OVERLAY_B), "{screen}");
+    assert!(screen.contains("q quit"), "{screen}");
+    assert!(screen.contains("vxlan"), "{screen}");
+    // Only ESP: the plaintext flows go away.
+    tmux.keys("c");
+    tmux.keys("c");
+    tmux.wait_for(
+        |s| s.contains("c class: esp") && !s.contains("PLAIN "),
+        "the class filter",
+    );
+    tmux.keys("q");
+    let after = tmux.wait_for(|s| s.contains("top-exited-0"), "top to quit");
+    assert!(
+        !after.contains("q quit"),
+        "the terminal is back to the shell:\n{after}"
+    );
+    agent.stop();
+}

@@ -5,6 +5,8 @@ mod flows;
 pub(crate) mod render;
 mod replay;
 mod run;
+mod table;
+mod top;
 
 use std::process::ExitCode;
 
@@ -31,6 +33,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Print the running agent's flows with their services (once, or --watch)
     Flows(flows::FlowsArgs),
+    /// The running agent's flows, live: sort, filter, plaintext marked
+    Top(top::TopArgs),
 }
 
 /// What the datapath looks for; shared by `run` and `replay`.
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::replay(args),
         Command::Flows(args) => flows::flows(args),
+        Command::Top(args) => top::top(args),
     };
     match result {
         Ok(code) => code,

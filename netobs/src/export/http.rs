@@ -17,7 +17,7 @@ use tokio::{
 
 use super::alerts::Alert;
 use crate::{
-    flows::{label::FlowLabels, Flow},
+    flows::{label::FlowLabels, ClassCounts, Flow},
     inventory::Inventory,
 };
 
@@ -27,6 +27,19 @@ pub struct LabelledFlow {
     #[serde(flatten)]
     pub flow: Flow,
     pub labels: FlowLabels,
+    /// The last HTTP request line seen on it (redacted per
+    /// `--capture-paths`), from the event ring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
+}
+
+/// Totals for a header line: every class on every watched interface.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub classes: ClassCounts,
+    pub flows: usize,
+    pub alerts: usize,
+    pub docker_up: bool,
 }
 
 /// What the API serves, replaced as a whole after every read of the maps.
@@ -35,6 +48,7 @@ pub struct ApiState {
     pub flows: Vec<LabelledFlow>,
     pub inventory: Arc<Inventory>,
     pub alerts: Vec<Alert>,
+    pub summary: Summary,
 }
 
 /// A client that never finishes its headers is cut off after this.
@@ -129,10 +143,12 @@ fn handle(
         "/api/v1/flows" => json(&s.flows),
         "/api/v1/inventory" => json(&*s.inventory),
         "/api/v1/alerts" => json(&s.alerts),
+        "/api/v1/summary" => json(&s.summary),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz, /api/v1/flows, /api/v1/inventory, /api/v1/alerts\n",
+            "not found: try /metrics, /healthz, /api/v1/flows, /api/v1/inventory, \
+             /api/v1/alerts, /api/v1/summary\n",
         ),
     }
 }
