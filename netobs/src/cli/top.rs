@@ -143,7 +143,7 @@ impl App {
             .collect();
         match self.sort {
             Sort::Rate => rows.sort_by(|a, b| b.bps.total_cmp(&a.bps).then(b.bytes.cmp(&a.bytes))),
-            Sort::Bytes => rows.sort_by(|a, b| b.bytes.cmp(&a.bytes)),
+            Sort::Bytes => rows.sort_by_key(|r| std::cmp::Reverse(r.bytes)),
             Sort::Name => {
                 rows.sort_by(|a, b| (&a.network, &a.src, &a.dst).cmp(&(&b.network, &b.src, &b.dst)))
             }
