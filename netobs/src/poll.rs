@@ -217,7 +217,7 @@ impl Poller {
 
         self.export_counters(&counters, ifaces);
         self.export_groups(&groups.list, ifaces, patterns, inv);
-        self.export_health(&snapshot, inv);
+        self.export_health(&snapshot, ifaces, inv);
 
         let flows = snapshot
             .flows
@@ -333,8 +333,18 @@ impl Poller {
 }
 
 impl Poller {
-    fn export_health(&mut self, snap: &Snapshot, inv: &Inventory) {
+    fn export_health(&mut self, snap: &Snapshot, ifaces: &[Iface], inv: &Inventory) {
         let m = &mut self.metrics;
+        // Zero until something happens, rather than absent.
+        m.touch(&metrics::FLOW_EVICTIONS, &[]);
+        m.touch(&metrics::EVENTS_DROPPED, &["rate_limited"]);
+        m.touch(&metrics::EVENTS_DROPPED, &["ring_full"]);
+        for (_, name, _) in ifaces {
+            m.touch(&metrics::UNKNOWN_PEER, &[name]);
+        }
+        for n in inv.networks.iter().filter(|n| n.encrypted) {
+            m.touch(&metrics::PLAINTEXT_ON_ENCRYPTED, &[&n.name]);
+        }
         let h = snap.health;
         m.inc(
             &metrics::FLOW_EVICTIONS,

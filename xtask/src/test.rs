@@ -38,7 +38,8 @@ pub fn lint() -> Result<()> {
     Ok(())
 }
 
-/// Checks the shipped Prometheus rules and runs their unit tests.
+/// Checks the shipped Prometheus rules and scrape configuration and runs
+/// the rules' unit tests.
 fn run_promtool_checks() -> Result<()> {
     let dir = root().join("dashboards");
     let files = |d: &std::path::Path, suffix: &str| -> Vec<std::path::PathBuf> {
@@ -59,6 +60,12 @@ fn run_promtool_checks() -> Result<()> {
                 .arg(&rules),
         )?;
     }
+    // The example scrape configuration (dockerswarm_sd) and its rules.
+    cmd::run(
+        Command::new("promtool")
+            .args(["check", "config"])
+            .arg(dir.join("prometheus.yml")),
+    )?;
     for t in files(&dir.join("tests"), ".test.yml") {
         cmd::run(
             Command::new("promtool")

@@ -257,6 +257,17 @@ impl Metrics {
         }
     }
 
+    /// Creates a counter series at zero: losses and alarms should read 0,
+    /// not "no data", so that dashboards and `increase()` see them.
+    pub fn touch(&mut self, def: &MetricDef, values: &[&str]) {
+        debug_assert_eq!(def.kind, Kind::Counter);
+        let labels = self.admit(def, values);
+        if let Some(Family::Counter(c)) = self.families.get(def.name) {
+            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            c.with_label_values(&refs);
+        }
+    }
+
     pub fn gauge_set(&self, def: &MetricDef, values: &[&str], v: i64) {
         if let Some(Family::Gauge(g)) = self.families.get(def.name) {
             g.with_label_values(values).set(v);
