@@ -35,6 +35,8 @@ const ETH_HLEN: u64 = 14;
 struct Agent {
     proc: Process,
     lines: mpsc::Receiver<String>,
+    /// Lines read while waiting for something else.
+    backlog: std::cell::RefCell<Vec<String>>,
 }
 
 impl Agent {
@@ -80,19 +82,31 @@ impl Agent {
                 let _ = tx2.send(format!("stderr: {l}"));
             }
         });
-        let agent = Agent { proc, lines };
+        let agent = Agent {
+            proc,
+            lines,
+            backlog: Default::default(),
+        };
         agent.wait_for(|l| l.contains("watching"), "netobs to attach");
         agent
     }
 
+    /// The first line, already read or still to come, for which `pred`
+    /// holds; fails after 60 s.
     fn wait_for(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        let mut backlog = self.backlog.borrow_mut();
+        if let Some(i) = backlog.iter().position(|l| pred(l)) {
+            return backlog.remove(i);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
                 Ok(l) if pred(&l) => return l,
                 Ok(l) if l.starts_with("stderr:") && l.contains("error") => {
                     panic!("netobs failed: {l}")
                 }
-                Ok(_) => continue,
+                Ok(l) => backlog.push(l),
                 Err(e) => panic!("waiting for {what}: {e}"),
             }
         }
@@ -105,7 +119,7 @@ impl Agent {
 
     /// `signal` (SIGINT or SIGTERM), then the final JSON line.
     fn stop_with(self, signal: i32) -> Value {
-        let Agent { proc, lines } = self;
+        let Agent { proc, lines, .. } = self;
         let out = proc.stop(signal).expect("stopping netobs");
         assert!(out.status.success(), "netobs exited with {}", out.status);
         // The reader threads may still be forwarding the last lines: read
@@ -206,7 +220,7 @@ fn assert_nothing_attached(lab: &TwoHostLab) {
     }
 }
 
-fn lab_counts_exactly(mode: &str) {
+fn lab_counts_exactly(mode: &str, extra: &[&str]) {
     let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
     let (a, dev_a) = lab.host_a();
     let server_addr: SocketAddr = format!("{}:{HTTP_PORT}", lab::OVERLAY_B)
@@ -215,7 +229,7 @@ fn lab_counts_exactly(mode: &str) {
     let server = HttpServer::start(&lab.b, server_addr).expect("HTTP server");
     let injector = EspInjector::new(&lab.b).expect("ESP injector");
 
-    let agent = Agent::start(&lab, mode);
+    let agent = Agent::start_with(a, dev_a, mode, extra);
     let link_before = link::stats(a, dev_a).expect("link stats");
     let vx_before = link::stats(a, lab::OVERLAY_DEV).expect("vxlan stats");
 
@@ -321,13 +335,20 @@ fn lab_counts_exactly(mode: &str) {
 #[test]
 fn tc_mode_counts_exactly_and_detaches() {
     require_root!();
-    lab_counts_exactly("tc");
+    lab_counts_exactly("tc", &[]);
 }
 
 #[test]
 fn xdp_mode_counts_exactly_and_detaches() {
     require_root!();
-    lab_counts_exactly("xdp");
+    lab_counts_exactly("xdp", &[]);
+}
+
+/// The tc filter API of kernels before 6.6, forced on this one.
+#[test]
+fn netlink_tc_counts_exactly_and_detaches() {
+    require_root!();
+    lab_counts_exactly("tc", &["--tc-api", "netlink"]);
 }
 
 #[test]
@@ -803,4 +824,62 @@ fn top_shows_live_flows_and_q_restores_the_terminal() {
         "the terminal is back to the shell:\n{after}"
     );
     agent.stop();
+}
+
+/// Netobs tc filters on one hook of host A's underlay, by name.
+fn tc_filters(lab: &TwoHostLab, hook: &str) -> Vec<String> {
+    let (ns, dev) = lab.host_a();
+    let out = ns
+        .exec(&["tc", "filter", "show", "dev", dev, hook])
+        .expect("tc filter");
+    // One line per filter: its name, then (from `name`) the program's,
+    // cut to 15 characters.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("netobs_")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Netlink tc filters outlive a killed agent; the next one must remove them
+/// rather than run beside them, and leave nothing when it stops.
+#[test]
+fn a_killed_agents_tc_filters_are_removed_by_the_next_one() {
+    require_root!();
+    let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
+    let (a, dev) = lab.host_a();
+    let netlink = ["--tc-api", "netlink"];
+    let to: SocketAddr = format!("{}:9999", lab::OVERLAY_B).parse().expect("addr");
+    let first = Agent::start_with(a, dev, "tc", &netlink);
+    assert_eq!(tc_filters(&lab, "ingress"), ["netobs_tc_ingress"]);
+    first.proc.stop(libc::SIGKILL).expect("killing netobs");
+    assert_eq!(
+        tc_filters(&lab, "egress"),
+        ["netobs_tc_egress"],
+        "a killed agent's filter stays"
+    );
+
+    let second = Agent::start_with(a, dev, "tc", &netlink);
+    second.wait_for(
+        |l| l.contains("removed the tc filters a previous netobs left behind"),
+        "the leftovers to be removed",
+    );
+    assert_eq!(
+        tc_filters(&lab, "ingress"),
+        ["netobs_tc_ingress"],
+        "one, not two"
+    );
+    assert_eq!(
+        tc_filters(&lab, "egress"),
+        ["netobs_tc_egress"],
+        "one, not two"
+    );
+    udp_send(a, to, UDP_DATAGRAMS, 100).expect("UDP");
+    let v = second.stop();
+    assert_eq!(
+        counts(&v, "egress", "vxlan").0,
+        UDP_DATAGRAMS as u64,
+        "each packet counted once"
+    );
+    assert_nothing_attached(&lab);
 }

@@ -6,7 +6,10 @@ use clap::Args;
 use super::DatapathArgs;
 use crate::{
     agent::{self, AgentConfig, DEFAULT_METRICS_ADDR},
-    datapath::{attach::Mode, events::CapturePaths},
+    datapath::{
+        attach::{Mode, TcApi},
+        events::CapturePaths,
+    },
     export::alerts::Policy,
 };
 
@@ -20,6 +23,11 @@ pub struct RunArgs {
     /// else TC
     #[arg(long, value_enum, default_value_t = Mode::Tc)]
     mode: Mode,
+    /// How TC programs attach: tcx links (6.6+, vanish with the agent),
+    /// netlink tc filters (the only way before 6.6; a restarted agent
+    /// removes the ones a killed agent left), or auto
+    #[arg(long, value_enum, value_name = "API", default_value_t = TcApi::Auto)]
+    tc_api: TcApi,
     /// Seconds between two printed totals
     #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     interval: u64,
@@ -74,6 +82,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     datapath.data_path_ports = args.datapath.data_path_ports.clone();
     datapath.full_paths = args.capture_paths == CapturePaths::Full;
     datapath.pin = args.pin;
+    datapath.tc_api = args.tc_api;
     let cfg = AgentConfig {
         ifaces: args.ifaces,
         mode: args.mode,

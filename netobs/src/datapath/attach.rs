@@ -8,9 +8,12 @@ use std::{ffi::CString, fmt, process::Command};
 
 use aya::{
     programs::{
-        tc::{qdisc_add_clsact, SchedClassifierLink, TcAttachType},
+        tc::{
+            qdisc_add_clsact, qdisc_detach_program, NlOptions, SchedClassifierLink,
+            TcAttachOptions, TcAttachType,
+        },
         xdp::XdpLink,
-        XdpMode,
+        LinkOrder, XdpMode,
     },
     util::KernelVersion,
 };
@@ -153,6 +156,28 @@ fn tcx_available() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
+/// Which kernel API attaches the TC programs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcApi {
+    /// TCX where the kernel has it (6.6+), else netlink.
+    #[default]
+    Auto,
+    /// TCX links: they die with the agent, so nothing can be left behind.
+    Tcx,
+    /// Classic tc filters on a clsact qdisc (the only way before 6.6).
+    Netlink,
+}
+
+impl TcApi {
+    fn netlink(self) -> bool {
+        match self {
+            TcApi::Auto => !tcx_available(),
+            TcApi::Tcx => false,
+            TcApi::Netlink => true,
+        }
+    }
+}
+
 impl Datapath {
     /// Attaches to `iface` in `mode` and gives it its own counter slot.
     pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<Attachment, AttachError> {
@@ -165,9 +190,27 @@ impl Datapath {
             links: Vec::new(),
             created_clsact: false,
         };
-        if !tcx_available() {
+        if self.tc_api.netlink() {
+            // tc filters outlive their process: an agent killed before it
+            // could detach left its own, which would now run twice. Its
+            // clsact qdisc is then taken as ours, to remove on exit.
+            let mut adopted = false;
+            for (kind, name) in [
+                (TcAttachType::Ingress, names::TC_INGRESS),
+                (TcAttachType::Egress, names::TC_EGRESS),
+            ] {
+                adopted |= qdisc_detach_program(iface, kind, name).is_ok();
+            }
+            if adopted {
+                log::warn!("{iface}: removed the tc filters a previous netobs left behind");
+            }
             match qdisc_add_clsact(iface) {
                 Ok(()) => att.created_clsact = true,
+                Err(aya::programs::tc::TcError::NetlinkError(e))
+                    if e.raw_os_error() == Some(libc::EEXIST) && adopted =>
+                {
+                    att.created_clsact = true
+                }
                 Err(aya::programs::tc::TcError::NetlinkError(e))
                     if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(source) => {
@@ -240,13 +283,27 @@ impl Datapath {
             Direction::Ingress => TcAttachType::Ingress,
             Direction::Egress => TcAttachType::Egress,
         };
+        let api = self.tc_api;
         let prog = self.classifier_loaded(name)?;
         let err = |source| AttachError::Attach {
             iface: att.iface.clone(),
             hook: name,
             source,
         };
-        let id = prog.attach(&att.iface, kind).map_err(err)?;
+        let id = match api {
+            TcApi::Auto => prog.attach(&att.iface, kind),
+            TcApi::Tcx => prog.attach_with_options(
+                &att.iface,
+                kind,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            ),
+            TcApi::Netlink => prog.attach_with_options(
+                &att.iface,
+                kind,
+                TcAttachOptions::Netlink(NlOptions::default()),
+            ),
+        }
+        .map_err(err)?;
         let link = prog.take_link(id).map_err(err)?;
         att.links.push(Link::Tc(link));
         Ok(())

@@ -112,6 +112,8 @@ pub struct Options {
     /// Directory on bpffs where the counters, the flow table and the
     /// interface slots are pinned, so that they outlive the agent.
     pub pin: Option<std::path::PathBuf>,
+    /// How TC programs are attached.
+    pub tc_api: attach::TcApi,
     /// Load for `replay`: packets come from BPF_PROG_TEST_RUN.
     pub replay: bool,
 }
@@ -128,6 +130,7 @@ impl Default for Options {
             events_burst: 200,
             full_paths: false,
             pin: None,
+            tc_api: attach::TcApi::Auto,
             replay: false,
         }
     }
@@ -178,6 +181,7 @@ pub struct Datapath {
     slots: BTreeMap<u32, u32>,
     /// Loaded for `replay`: see `testrun`.
     replay: bool,
+    tc_api: attach::TcApi,
     /// Kernel-side log records, when the object was built with them
     /// (`cargo xtask build --debug-log`).
     kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -228,6 +232,7 @@ impl Datapath {
                 .collect(),
             slots: BTreeMap::new(),
             replay: opts.replay,
+            tc_api: opts.tc_api,
             kernel_log,
         };
         if opts.pin.is_some() {
