@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::Path};
 
 use netobs::{
     flows::{label::Labeler, Clock, Flow},
-    inventory::{EndpointKind, Inventory, Raw},
+    inventory::{services::services, EndpointKind, Inventory, Raw},
 };
 use netobs_common::{Class, Direction, FlowKey, FlowStats, FAMILY_IPV4};
 
@@ -158,4 +158,44 @@ fn what_cannot_be_mapped_is_unknown() {
         (labels.network.as_str(), labels.src_service.as_str()),
         ("unknown", "unknown")
     );
+}
+
+#[test]
+fn the_service_view_answers_what_drill_would() {
+    for (view, web_node) in [("manager", "worker"), ("worker", "10.210.0.2")] {
+        let inv = load(view);
+        let all = services(&inv, None);
+        let web = services(&inv, Some("web"));
+        assert_eq!(web.len(), 1, "{view}: {all:#?}");
+        let web = &web[0];
+        assert_eq!(
+            web.endpoint_mode, "dnsrr",
+            "{view}: the lab's services are dnsrr"
+        );
+        assert_eq!(
+            web.networks
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>(),
+            ["backend"],
+            "{view}"
+        );
+        assert!(web.networks[0].vip.is_none() && !web.networks[0].encrypted);
+        assert_eq!(web.tasks.len(), 1, "{view}: {web:#?}");
+        let t = &web.tasks[0];
+        assert!(t.task.starts_with("web.1."), "{view}: {t:?}");
+        assert_eq!((t.network.as_str(), t.state), ("backend", "running"));
+        // A manager knows hostnames; a worker only the node's address.
+        assert!(
+            t.node == web_node || (view == "manager" && t.node != "10.210.0.2"),
+            "{view}: {t:?}"
+        );
+        assert!(
+            inv.endpoints
+                .iter()
+                .any(|e| e.ip == t.ip && e.service.as_deref() == Some("web")),
+            "{view}: the task's address is web's"
+        );
+        assert!(services(&inv, Some("no-such-service")).is_empty());
+    }
 }

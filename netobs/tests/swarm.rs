@@ -299,6 +299,33 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
         );
     }
 
+    // `netobs services web` from both sides: what `drill tasks.web` would
+    // say, and the requests that reached the task.
+    for (ns, side) in [(&swarm.ns_manager, "manager"), (&swarm.ns_worker, "worker")] {
+        let out = ns
+            .command(env!("CARGO_BIN_EXE_netobs"))
+            .args(["services", "web", "--json", "--agent", METRICS])
+            .output()
+            .expect("netobs services");
+        assert!(
+            out.status.success(),
+            "{side}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services JSON");
+        let web = &v[0];
+        assert_eq!(web["name"], "web", "{side}: {v}");
+        assert_eq!(web["endpoint_mode"], "dnsrr", "{side}: {v}");
+        assert_eq!(web["networks"][0]["name"], "backend", "{side}: {v}");
+        let tasks = web["tasks"].as_array().expect("tasks");
+        assert_eq!(tasks.len(), 1, "{side}: {v}");
+        assert_eq!(tasks[0]["state"], "running");
+        assert!(
+            tasks[0]["received"]["packets"].as_u64().unwrap_or(0) > 0,
+            "{side}: the requests reached the task: {v}"
+        );
+    }
+
     // `netobs flows` against the running agent: services by name, plaintext
     // marked.
     let out = swarm

@@ -5,6 +5,7 @@ mod flows;
 pub(crate) mod render;
 mod replay;
 mod run;
+mod services;
 mod table;
 mod top;
 
@@ -35,6 +36,8 @@ enum Command {
     Flows(flows::FlowsArgs),
     /// The running agent's flows, live: sort, filter, plaintext marked
     Top(top::TopArgs),
+    /// Services with their networks, VIPs, tasks and each task's traffic
+    Services(services::ServicesArgs),
 }
 
 /// What the datapath looks for; shared by `run` and `replay`.
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(args),
         Command::Flows(args) => flows::flows(args),
         Command::Top(args) => top::top(args),
+        Command::Services(args) => services::services(args),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@
 //! the manager-only calls only add node hostnames, VIPs of networks with no
 //! local task, and the data-path port.
 mod build;
+pub mod services;
 mod source;
 mod watch;
 
@@ -18,14 +19,14 @@ pub use watch::{spawn_watcher, InventoryRx};
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Docker's option for a network's VNI(s): "4097" or "4097,4098".
 pub const VXLAN_ID_OPTION: &str = "com.docker.network.driver.overlay.vxlanid_list";
 /// The option that asks for IPsec on a network.
 pub const ENCRYPTED_OPTION: &str = "encrypted";
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Inventory {
     /// The engine answered the last sync.
     pub docker_up: bool,
@@ -37,7 +38,7 @@ pub struct Inventory {
     pub synced_at: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SwarmState {
     pub node_id: String,
     pub node_addr: Option<IpAddr>,
@@ -47,7 +48,7 @@ pub struct SwarmState {
     pub data_path_port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Network {
     pub id: String,
     pub name: String,
@@ -61,13 +62,13 @@ pub struct Network {
     pub peers: Vec<Peer>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Peer {
     pub name: String,
     pub ip: Option<IpAddr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointKind {
     /// A service task's address.
@@ -81,7 +82,7 @@ pub enum EndpointKind {
 }
 
 /// An address on an overlay network and who holds it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Endpoint {
     pub network_id: String,
     pub ip: IpAddr,
@@ -100,7 +101,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Node {
     pub id: String,
     pub hostname: String,

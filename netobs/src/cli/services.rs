@@ -1,0 +1,146 @@
+//! `netobs services [NAME]`: each service's networks, endpoint mode, VIPs
+//! and tasks (IP, node, state) with the live traffic to and from each task:
+//! the answers of `drill <service>` and `drill tasks.<service>` from inside
+//! the overlay, without a debug container.
+use std::{fmt::Write, net::SocketAddr, process::ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{client, render::human_bytes};
+use crate::{
+    agent::DEFAULT_METRICS_ADDR,
+    inventory::{
+        services::{services as views, ServiceView, TaskView},
+        Inventory,
+    },
+};
+
+#[derive(Debug, Args)]
+pub struct ServicesArgs {
+    /// Only this service
+    name: Option<String>,
+    /// The agent's --metrics-addr
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    agent: SocketAddr,
+    /// One JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+struct Traffic {
+    packets: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Task {
+    #[serde(flatten)]
+    task: TaskView,
+    /// Overlay traffic from the task's address, in the agent's flows.
+    sent: Traffic,
+    /// Overlay traffic to the task's address.
+    received: Traffic,
+}
+
+#[derive(Debug, Serialize)]
+struct Service {
+    name: String,
+    endpoint_mode: &'static str,
+    networks: Vec<crate::inventory::services::ServiceNetwork>,
+    tasks: Vec<Task>,
+}
+
+fn with_traffic(v: ServiceView, flows: &[Value]) -> Service {
+    let sum = |ip: &str, field: &str| {
+        flows
+            .iter()
+            .filter(|f| f[field].as_str() == Some(ip))
+            .fold(Traffic::default(), |t, f| Traffic {
+                packets: t.packets + f["packets"].as_u64().unwrap_or(0),
+                bytes: t.bytes + f["bytes"].as_u64().unwrap_or(0),
+            })
+    };
+    Service {
+        name: v.name,
+        endpoint_mode: v.endpoint_mode,
+        networks: v.networks,
+        tasks: v
+            .tasks
+            .into_iter()
+            .map(|t| {
+                let ip = t.ip.to_string();
+                Task {
+                    sent: sum(&ip, "inner_src"),
+                    received: sum(&ip, "inner_dst"),
+                    task: t,
+                }
+            })
+            .collect(),
+    }
+}
+
+fn text(services: &[Service]) -> String {
+    let mut out = String::new();
+    for s in services {
+        let _ = writeln!(out, "{} ({})", s.name, s.endpoint_mode);
+        for n in &s.networks {
+            let _ = writeln!(
+                out,
+                "  network {} ({}), vip {}",
+                n.name,
+                if n.encrypted { "encrypted" } else { "plain" },
+                n.vip.map_or_else(|| "-".into(), |v| v.to_string())
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {:<34} {:<12} {:<16} {:<14} {:<8} {:>20} {:>20}",
+            "task", "network", "ip", "node", "state", "sent", "received"
+        );
+        let t = |t: Traffic| format!("{} pkts {}", t.packets, human_bytes(t.bytes));
+        for task in &s.tasks {
+            let v = &task.task;
+            let _ = writeln!(
+                out,
+                "  {:<34} {:<12} {:<16} {:<14} {:<8} {:>20} {:>20}",
+                v.task,
+                v.network,
+                v.ip,
+                v.node,
+                v.state,
+                t(task.sent),
+                t(task.received)
+            );
+        }
+    }
+    out
+}
+
+pub fn services(args: ServicesArgs) -> Result<ExitCode> {
+    let inv: Inventory = serde_json::from_str(&client::get(args.agent, "/api/v1/inventory")?)
+        .context("the agent's inventory is not what this netobs reads")?;
+    let flows: Vec<Value> = serde_json::from_str(&client::get(args.agent, "/api/v1/flows")?)
+        .context("the agent's flow list is not JSON")?;
+    let list: Vec<Service> = views(&inv, args.name.as_deref())
+        .into_iter()
+        .map(|v| with_traffic(v, &flows))
+        .collect();
+    if let (Some(name), true) = (&args.name, list.is_empty()) {
+        bail!(
+            "no service {name:?} in the agent's inventory (a node sees the services on the \
+             networks it takes part in; ask the agent on a manager to see them all)"
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&list)?);
+    } else if list.is_empty() {
+        println!("no services on this node's overlay networks");
+    } else {
+        print!("{}", text(&list));
+    }
+    Ok(ExitCode::SUCCESS)
+}
