@@ -38,6 +38,13 @@ enum Command {
     Top(top::TopArgs),
     /// Services with their networks, VIPs, tasks and each task's traffic
     Services(services::ServicesArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `netobs man > /usr/share/man/man1/netobs.1`
+    Man,
 }
 
 /// What the datapath looks for; shared by `run` and `replay`.
@@ -71,6 +78,21 @@ impl DatapathArgs {
     }
 }
 
+/// The page for `netobs` and a section per subcommand, in one roff file.
+fn man() -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("netobs-{}", sub.get_name());
+        let sub = sub.clone().display_name(name);
+        clap_mangen::Man::new(sub).render(&mut out)?;
+    }
+    std::io::stdout().write_all(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -83,6 +105,12 @@ pub fn main() -> ExitCode {
         Command::Flows(args) => flows::flows(args),
         Command::Top(args) => top::top(args),
         Command::Services(args) => services::services(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "netobs", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => man(),
     };
     match result {
         Ok(code) => code,
