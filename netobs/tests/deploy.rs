@@ -56,7 +56,11 @@ fn the_stack_file_is_valid_and_grants_no_more_than_needed() {
         .nth(1)
         .and_then(|s| s.split(':').next())
         .unwrap_or_default();
-    assert_eq!(added.matches("- ").count(), 3, "only three capabilities: {added}");
+    assert_eq!(
+        added.matches("- ").count(),
+        3,
+        "only three capabilities: {added}"
+    );
 }
 
 #[test]
