@@ -59,14 +59,15 @@ pub struct AgentConfig {
 }
 
 /// The data-path port(s): the flag, else the swarm's (a manager can read
-/// it), else Docker's default; says which.
-async fn data_path_ports(cfg: &AgentConfig) -> Vec<u16> {
+/// it), else Docker's default; says which, in the log and as `flag`,
+/// `swarm` or `default`.
+async fn data_path_ports(cfg: &AgentConfig) -> (Vec<u16>, &'static str) {
     if !cfg.datapath.data_path_ports.is_empty() {
         log::info!(
             "data-path port {:?} (from --data-path-port)",
             cfg.datapath.data_path_ports
         );
-        return cfg.datapath.data_path_ports.clone();
+        return (cfg.datapath.data_path_ports.clone(), "flag");
     }
     if cfg.docker {
         let probe = async {
@@ -76,14 +77,14 @@ async fn data_path_ports(cfg: &AgentConfig) -> Vec<u16> {
         };
         if let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(5), probe).await {
             log::info!("data-path port {p} (from the swarm)");
-            return vec![p];
+            return (vec![p], "swarm");
         }
     }
     log::info!(
         "data-path port {DEFAULT_DATA_PATH_PORT} (Docker's default: the swarm's own could not be \
          read here, which takes a manager; set --data-path-port if the swarm uses another)"
     );
-    vec![DEFAULT_DATA_PATH_PORT]
+    (vec![DEFAULT_DATA_PATH_PORT], "default")
 }
 
 pub async fn run(mut cfg: AgentConfig) -> Result<()> {
@@ -95,7 +96,8 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         crate::datapath::attach::ifindex(iface)?;
     }
     crate::privileges::check()?;
-    cfg.datapath.data_path_ports = data_path_ports(&cfg).await;
+    let (ports, ports_from) = data_path_ports(&cfg).await;
+    cfg.datapath.data_path_ports = ports;
     let mut dp = Datapath::load(&cfg.datapath)?;
     let mut watched = Vec::new();
     for iface in &cfg.ifaces {
@@ -163,7 +165,8 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         metrics,
         Alerts::new(cfg.require_encryption.clone()),
         cfg.series_grace,
-    );
+    )
+    .with_data_path(cfg.datapath.data_path_ports.clone(), ports_from);
     let mut ifaces = interfaces(&dp, &watched);
     let mut tick = tokio::time::interval(POLL);
     // A read of a huge table may take longer than a tick: start the next one

@@ -24,7 +24,7 @@ use crate::{
     flows::{
         aggregate::{Aggregator, Growth},
         label::{FlowLabels, LabelRefs, Labeler},
-        Clock, Snapshot, SnapshotBuilder, SortKey, STATUS_CLASS_NAMES,
+        unix_now, Clock, Snapshot, SnapshotBuilder, SortKey, STATUS_CLASS_NAMES,
     },
     inventory::Inventory,
 };
@@ -152,6 +152,7 @@ pub struct Poller {
     last_ring_full: u64,
     grace: std::time::Duration,
     max_groups: usize,
+    data_path: (Vec<u16>, &'static str),
 }
 
 impl Poller {
@@ -166,7 +167,14 @@ impl Poller {
             last_ring_full: 0,
             grace,
             max_groups,
+            data_path: (Vec::new(), ""),
         }
+    }
+
+    /// The data-path ports in use and where they came from, for the API.
+    pub fn with_data_path(mut self, ports: Vec<u16>, from: &'static str) -> Poller {
+        self.data_path = (ports, from);
+        self
     }
 
     /// Flows whose growth is tracked between reads.
@@ -237,6 +245,8 @@ impl Poller {
                 flows: snapshot.totals.flows,
                 alerts: alerts.len(),
                 docker_up: inv.docker_up,
+                data_path_ports: self.data_path.0.clone(),
+                data_path_port_from: self.data_path.1,
             },
             alerts,
         };
@@ -426,10 +436,4 @@ pub fn summary(groups: &[Group]) -> BTreeMap<(String, String, String, &'static s
         *by.entry(key).or_insert(0) += g.packets;
     }
     by
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -199,6 +199,22 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     // Promised encryption this kernel cannot give (no ESP support): no task
     // on it, but its plaintext counter must read 0, not "no data".
     swarm.network("secure", true).expect("encrypted network");
+    // A typo Docker accepts silently: this network is not encrypted.
+    m.docker(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--opt",
+        "encryption",
+        "typo",
+    ])
+    .expect("mistyped network");
+    // Tasks on `secure` on both nodes, so that each is the other's peer
+    // there (and Docker should have set up IPsec between them).
+    swarm
+        .service("vault", &["secure"], "worker", &["sleep", "3600"])
+        .expect("vault service");
     let vni = m
         .docker(&[
             "network",
@@ -231,7 +247,12 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     // (events plus a resync), then makes exactly REQUESTS requests.
     let script = format!("sleep 8; for i in $(seq {REQUESTS}); do wget -q -O /dev/null http://web/index.html; done; sleep 3600");
     swarm
-        .service("client", &["backend"], "manager", &["sh", "-c", &script])
+        .service(
+            "client",
+            &["backend", "secure"],
+            "manager",
+            &["sh", "-c", &script],
+        )
         .expect("client service");
 
     for (ns, side) in [(&swarm.ns_manager, "manager"), (&swarm.ns_worker, "worker")] {
@@ -326,6 +347,79 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
         );
     }
 
+    // `netobs audit` on the manager: what Docker says, what the kernel holds
+    // and what the wire shows, per network.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let audit = loop {
+        let out = swarm
+            .ns_manager
+            .command(env!("CARGO_BIN_EXE_netobs"))
+            .args(["audit", "--json", "--agent", METRICS])
+            .output()
+            .expect("netobs audit");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "findings exit 1: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit JSON");
+        let missing = v["findings"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f["network"] == "secure" && f["kind"] == "ipsec_no_state")
+        });
+        if missing {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the audit never found secure's IPsec policy without states: {v}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let has = |network: &str, kind: &str| {
+        audit["findings"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f["network"] == network && f["kind"] == kind)
+        })
+    };
+    assert!(has("backend", "not_encrypted"), "{audit}");
+    assert!(has("typo", "mistyped_option"), "{audit}");
+    assert!(has("typo", "not_encrypted"), "{audit}");
+    assert!(has("ingress", "ingress_plaintext"), "{audit}");
+    let status = |name: &str| {
+        audit["networks"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == name))
+            .map(|n| n["status"].clone())
+    };
+    assert_eq!(status("secure"), Some("broken".into()), "{audit}");
+    assert_eq!(status("backend"), Some("not_encrypted".into()), "{audit}");
+    assert_eq!(audit["data_path_port"], 4789);
+    // The text report: one line per network first, readable at a glance.
+    let out = swarm
+        .ns_manager
+        .command(env!("CARGO_BIN_EXE_netobs"))
+        .args(["audit", "--agent", METRICS])
+        .output()
+        .expect("netobs audit");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("secure").contains("BROKEN"), "{text}");
+    assert!(line("backend").contains("NOT ENCRYPTED"), "{text}");
+    assert!(line("backend").contains("client -> web"), "{text}");
+    assert!(
+        line("ingress").contains("NOT ENCRYPTED (ingress)"),
+        "{text}"
+    );
+    println!("{text}");
+
     // `netobs flows` against the running agent: services by name, plaintext
     // marked.
     let out = swarm
@@ -395,6 +489,76 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     every_shipped_expression_returns_data(&swarm.ns_manager, prom_addr);
     drop(prom);
     let _ = std::fs::remove_dir_all(&prom_dir);
+
+    // `netobs audit` on the worker, which cannot read the swarm's settings,
+    // while ESP leaves it for the manager and none comes back (what a
+    // firewall dropping protocol 50 looks like), on an SA 2 h from its
+    // sequence-number wrap.
+    let busy = EspSa::new(0x5eed_0002, [0x42; 16], [5, 6, 7, 8]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let worker_audit = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut seq = u32::MAX - 2_000_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(p) = busy.seal(seq, inner, NEXT_HEADER_IPV4) {
+                    let _ = injector.send_esp(manager_ip, &p);
+                }
+                seq = seq.wrapping_add(1);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let out = swarm
+            .ns_worker
+            .command(env!("CARGO_BIN_EXE_netobs"))
+            .args(["audit", "--json", "--agent", METRICS])
+            .output();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    })
+    .expect("netobs audit on the worker");
+    assert_eq!(
+        worker_audit.status.code(),
+        Some(1),
+        "findings exit 1: {}",
+        String::from_utf8_lossy(&worker_audit.stderr)
+    );
+    let audit: serde_json::Value =
+        serde_json::from_slice(&worker_audit.stdout).expect("audit JSON");
+    let found = |kind: &str| {
+        audit["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["kind"] == kind)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(audit["data_path_port_from"], "default", "{audit}");
+    assert!(
+        found("ipsec_no_state")
+            .iter()
+            .any(|f| f["network"] == "secure"),
+        "the worker sees secure's missing IPsec states too: {audit}"
+    );
+    assert_eq!(found("esp_one_way").len(), 1, "{audit}");
+    assert_eq!(found("esp_sequence_wrap").len(), 1, "{audit}");
+    let spi = audit["esp"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["spis"].as_array().into_iter().flatten())
+        .find(|s| s["spi"] == "0x5eed0002" && s["direction"] == "egress")
+        .cloned()
+        .unwrap_or_default();
+    let rate = spi["seq_per_sec"].as_f64().unwrap_or(0.0);
+    assert!(rate > 10.0 && rate <= 250.0, "about 200/s at most: {spi}");
+    assert!(
+        spi["wraps_in_secs"]
+            .as_f64()
+            .is_some_and(|w| w < netobs::audit::KEY_ROTATION_SECS),
+        "{spi}"
+    );
 
     // The manager's engine goes away: counting goes on, docker_up says so.
     let before = scrape(&swarm.ns_manager);

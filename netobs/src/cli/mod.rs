@@ -1,5 +1,6 @@
 //! Command line: parse arguments, call the library, render. Every failure is
 //! one line on stderr that says what to do.
+mod audit;
 mod client;
 mod flows;
 pub(crate) mod render;
@@ -38,6 +39,8 @@ enum Command {
     Top(top::TopArgs),
     /// Services with their networks, VIPs, tasks and each task's traffic
     Services(services::ServicesArgs),
+    /// Is each overlay network really protected? Exit 0 yes, 1 findings, 2 could not run
+    Audit(audit::AuditArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Flows(args) => flows::flows(args),
         Command::Top(args) => top::top(args),
         Command::Services(args) => services::services(args),
+        Command::Audit(args) => audit::audit(args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "netobs", &mut std::io::stdout());

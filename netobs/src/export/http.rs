@@ -40,6 +40,10 @@ pub struct Summary {
     pub flows: usize,
     pub alerts: usize,
     pub docker_up: bool,
+    /// The ports classified as VXLAN, and whether they came from the
+    /// `flag`, the `swarm` or Docker's `default`.
+    pub data_path_ports: Vec<u16>,
+    pub data_path_port_from: &'static str,
 }
 
 /// What the API serves, replaced as a whole after every read of the maps.

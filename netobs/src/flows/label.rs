@@ -116,19 +116,13 @@ impl<'a> Labeler<'a> {
             any_endpoint.entry(e.ip).or_insert(e);
         }
         let mut nodes = HashMap::new();
-        for n in &inv.nodes {
-            if let Some(a) = n.addr {
-                nodes.insert(a, n.hostname.as_str());
-            }
-        }
-        if let Some(s) = &inv.swarm {
-            if let Some(a) = s.node_addr {
-                nodes.entry(a).or_insert(s.hostname.as_str());
-            }
+        for (a, h) in inv.node_names() {
+            nodes.entry(a).or_insert(h);
         }
         let node_ips = nodes
             .keys()
             .copied()
+            .chain(inv.nodes.iter().filter_map(|n| n.addr))
             .chain(
                 inv.networks
                     .iter()
@@ -148,8 +142,8 @@ impl<'a> Labeler<'a> {
 
     fn peer(&self, ip: IpAddr) -> Peer<'a> {
         match self.nodes.get(&ip) {
-            Some(h) if !h.is_empty() => Peer::Name(h),
-            _ => Peer::Addr(ip),
+            Some(h) => Peer::Name(h),
+            None => Peer::Addr(ip),
         }
     }
 

@@ -4,7 +4,7 @@ pub mod aggregate;
 mod flow;
 pub mod label;
 
-pub use flow::{Clock, Flow, FlowKeyView, SortKey, STATUS_CLASS_NAMES};
+pub use flow::{unix_now, Clock, Flow, FlowKeyView, SortKey, STATUS_CLASS_NAMES};
 
 use std::collections::{BTreeMap, BinaryHeap};
 

@@ -117,6 +117,29 @@ impl Inventory {
     pub fn network_by_name(&self, name: &str) -> Option<&Network> {
         self.networks.iter().find(|n| n.name == name)
     }
+
+    /// Swarm nodes' addresses with their hostnames, as far as this node
+    /// knows them (a worker knows only its own): the name an operator reads
+    /// for a node everywhere netobs shows one. Network peers' names are
+    /// NetworkDB's random ids, so they are not used.
+    pub fn node_names(&self) -> impl Iterator<Item = (IpAddr, &str)> {
+        let others = self
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.addr?, n.hostname.as_str())));
+        let me = self
+            .swarm
+            .iter()
+            .filter_map(|s| Some((s.node_addr?, s.hostname.as_str())));
+        others.chain(me).filter(|(_, h)| !h.is_empty())
+    }
+
+    /// A node's hostname, or its address when that is all this node knows.
+    pub fn node_name(&self, ip: IpAddr) -> String {
+        self.node_names()
+            .find(|(a, _)| *a == ip)
+            .map_or_else(|| ip.to_string(), |(_, h)| h.to_owned())
+    }
 }
 
 /// Parses an address that may carry a prefix length ("10.0.1.4/24").

@@ -46,14 +46,7 @@ pub fn services(inv: &Inventory, only: Option<&str>) -> Vec<ServiceView> {
             .find(|n| n.id == id)
             .map(|n| (n.name.clone(), n.encrypted))
     };
-    let node = |ip: Option<IpAddr>| match ip {
-        Some(ip) => inv
-            .nodes
-            .iter()
-            .find(|n| n.addr == Some(ip) && !n.hostname.is_empty())
-            .map_or_else(|| ip.to_string(), |n| n.hostname.clone()),
-        None => "-".to_owned(),
-    };
+    let node = |ip: Option<IpAddr>| ip.map_or_else(|| "-".to_owned(), |ip| inv.node_name(ip));
     let mut names: Vec<&str> = inv
         .endpoints
         .iter()

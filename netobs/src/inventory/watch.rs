@@ -2,10 +2,7 @@
 //! relevant engine event (debounced), and every `resync` as a safety net. If
 //! the engine goes away the last inventory is kept with `docker_up = false`
 //! and the watcher reconnects with backoff.
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use bollard::{query_parameters::EventsOptions, Docker};
 use futures_util::StreamExt;
@@ -18,12 +15,6 @@ pub type InventoryRx = watch::Receiver<Arc<Inventory>>;
 const DEBOUNCE: Duration = Duration::from_millis(300);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
 
 /// Starts the watcher; the receiver always holds the latest inventory.
 pub fn spawn_watcher(
@@ -76,7 +67,7 @@ fn mark_down(tx: &watch::Sender<Arc<Inventory>>) {
 
 async fn sync(tx: &watch::Sender<Arc<Inventory>>, docker: &Docker) -> anyhow::Result<()> {
     let raw = fetch(docker).await?;
-    let inv = Inventory::from_raw(&raw, now());
+    let inv = Inventory::from_raw(&raw, crate::flows::unix_now());
     let first = !tx.borrow().docker_up;
     if first {
         log::info!(
