@@ -114,16 +114,7 @@ fn ipsec_policies_and_options_are_judged() {
     assert!(x.states.is_empty(), "no ESP on this kernel");
 
     let inv = inventory();
-    let r = audit::audit(&Inputs {
-        inv: &inv,
-        flows: &[],
-        flows_before: &[],
-        dt: 2.0,
-        xfrm: Ok(&x),
-        data_path_port: None,
-        agent_data_path: None,
-        now: 1e9,
-    });
+    let r = audit::audit(&inputs(&inv, &x, &[], &[]));
     let kinds = |peer: &str| -> Vec<&str> {
         r.findings
             .iter()
@@ -212,6 +203,25 @@ fn kinds(r: &audit::Report) -> Vec<(&str, Option<&str>)> {
 
 const NOW: f64 = 2_000_000_000.0;
 
+/// What the audit reads, sampled 2 s apart at `NOW`, with no port given.
+fn inputs<'a>(
+    inv: &'a Inventory,
+    x: &'a xfrm::Xfrm,
+    flows: &'a [Value],
+    flows_before: &'a [Value],
+) -> Inputs<'a> {
+    Inputs {
+        inv,
+        flows,
+        flows_before,
+        dt: 2.0,
+        xfrm: Ok(x),
+        data_path_port: None,
+        agent_data_path: None,
+        now: NOW,
+    }
+}
+
 #[test]
 fn a_healthy_encrypted_network_passes() {
     let mut inv = inventory();
@@ -222,15 +232,10 @@ fn a_healthy_encrypted_network_passes() {
         esp_flow("n2", "ingress", 0x200, 400, NOW - 600.0, NOW - 2.0),
     ];
     let r = audit::audit(&Inputs {
-        inv: &inv,
-        flows: &flows,
-        flows_before: &flows,
-        dt: 2.0,
-        xfrm: Ok(&x),
         // This command's flag wins over the agent's port.
         data_path_port: Some(4789),
         agent_data_path: Some((7789, "flag".into())),
-        now: NOW,
+        ..inputs(&inv, &x, &flows, &flows)
     });
     assert_eq!(kinds(&r), [], "{:#?}", r.findings);
     assert_eq!(r.networks[0].status, "protected");
@@ -266,16 +271,7 @@ fn esp_health_is_judged_per_peer() {
         esp_flow("n3", "ingress", 0x201, 6_000, NOW - 900.0, NOW - 300.0),
         esp_flow("n4", "egress", 0x102, 30, NOW - 30.0, NOW - 1.0),
     ];
-    let r = audit::audit(&Inputs {
-        inv: &inv,
-        flows: &now,
-        flows_before: &before,
-        dt: 2.0,
-        xfrm: Ok(&x),
-        data_path_port: None,
-        agent_data_path: None,
-        now: NOW,
-    });
+    let r = audit::audit(&inputs(&inv, &x, &now, &before));
     assert_eq!(
         kinds(&r),
         [
@@ -312,16 +308,7 @@ fn keys_that_stopped_rotating_are_found() {
         esp_flow("n3", "egress", 0x301, 10, NOW - 3600.0, NOW - 1.0),
         esp_flow("n3", "ingress", 0x201, 10, NOW - 3600.0, NOW - 1.0),
     ];
-    let r = audit::audit(&Inputs {
-        inv: &inv,
-        flows: &flows,
-        flows_before: &flows,
-        dt: 2.0,
-        xfrm: Ok(&x),
-        data_path_port: None,
-        agent_data_path: None,
-        now: NOW,
-    });
+    let r = audit::audit(&inputs(&inv, &x, &flows, &flows));
     assert_eq!(
         kinds(&r),
         [
@@ -349,14 +336,8 @@ fn plaintext_on_an_encrypted_network_breaks_it() {
         "labels": {"network": "vault", "src_service": "api", "dst_service": "db"},
     });
     let r = audit::audit(&Inputs {
-        inv: &inv,
-        flows: std::slice::from_ref(&leak),
-        flows_before: &[],
-        dt: 2.0,
-        xfrm: Ok(&x),
-        data_path_port: None,
         agent_data_path: Some((7789, "flag".into())),
-        now: NOW,
+        ..inputs(&inv, &x, std::slice::from_ref(&leak), &[])
     });
     let found = kinds(&r);
     assert_eq!(found[0], ("ipsec_wrong_port", Some("n2")), "{found:?}");
@@ -379,15 +360,9 @@ fn encrypted_false_still_encrypts_and_is_only_noted() {
         .insert("encrypted".into(), "false".into());
     let x = healthy_xfrm(NOW, 60.0);
     let r = audit::audit(&Inputs {
-        inv: &inv,
-        flows: &[],
-        flows_before: &[],
-        dt: 2.0,
-        xfrm: Ok(&x),
-        data_path_port: None,
         // An agent's default is a guess: the swarm's own port wins.
         agent_data_path: Some((4789, "default".into())),
-        now: NOW,
+        ..inputs(&inv, &x, &[], &[])
     });
     assert_eq!(kinds(&r), [("encrypted_false", Some("vault"))]);
     assert_eq!(r.exit_code(), 0, "information, not a finding to act on");

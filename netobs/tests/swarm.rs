@@ -28,6 +28,15 @@ use netobs_tests::{
 const REQUESTS: usize = 7;
 const METRICS: &str = "127.0.0.1:9477";
 
+/// A netobs command (`flows`, `services`, `audit`) against the agent of the
+/// node `ns` is.
+fn ask_agent(ns: &Netns, args: &[&str]) -> std::io::Result<std::process::Output> {
+    ns.command(env!("CARGO_BIN_EXE_netobs"))
+        .args(args)
+        .args(["--agent", METRICS])
+        .output()
+}
+
 fn metrics_addr() -> SocketAddr {
     METRICS.parse().expect("address")
 }
@@ -323,11 +332,7 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     // `netobs services web` from both sides: what `drill tasks.web` would
     // say, and the requests that reached the task.
     for (ns, side) in [(&swarm.ns_manager, "manager"), (&swarm.ns_worker, "worker")] {
-        let out = ns
-            .command(env!("CARGO_BIN_EXE_netobs"))
-            .args(["services", "web", "--json", "--agent", METRICS])
-            .output()
-            .expect("netobs services");
+        let out = ask_agent(ns, &["services", "web", "--json"]).expect("netobs services");
         assert!(
             out.status.success(),
             "{side}: {}",
@@ -351,12 +356,7 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     // and what the wire shows, per network.
     let deadline = Instant::now() + Duration::from_secs(90);
     let audit = loop {
-        let out = swarm
-            .ns_manager
-            .command(env!("CARGO_BIN_EXE_netobs"))
-            .args(["audit", "--json", "--agent", METRICS])
-            .output()
-            .expect("netobs audit");
+        let out = ask_agent(&swarm.ns_manager, &["audit", "--json"]).expect("netobs audit");
         assert_eq!(
             out.status.code(),
             Some(1),
@@ -397,12 +397,7 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     assert_eq!(status("backend"), Some("not_encrypted".into()), "{audit}");
     assert_eq!(audit["data_path_port"], 4789);
     // The text report: one line per network first, readable at a glance.
-    let out = swarm
-        .ns_manager
-        .command(env!("CARGO_BIN_EXE_netobs"))
-        .args(["audit", "--agent", METRICS])
-        .output()
-        .expect("netobs audit");
+    let out = ask_agent(&swarm.ns_manager, &["audit"]).expect("netobs audit");
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = |name: &str| {
@@ -422,12 +417,7 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
 
     // `netobs flows` against the running agent: services by name, plaintext
     // marked.
-    let out = swarm
-        .ns_manager
-        .command(env!("CARGO_BIN_EXE_netobs"))
-        .args(["flows", "--json", "--agent", METRICS])
-        .output()
-        .expect("netobs flows");
+    let out = ask_agent(&swarm.ns_manager, &["flows", "--json"]).expect("netobs flows");
     assert!(
         out.status.success(),
         "{}",
@@ -440,12 +430,7 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
             && f["labels"]["dst_service"] == "web"
     });
     assert!(labelled, "no client -> web flow on backend: {flows}");
-    let out = swarm
-        .ns_manager
-        .command(env!("CARGO_BIN_EXE_netobs"))
-        .args(["flows", "--agent", METRICS])
-        .output()
-        .expect("netobs flows");
+    let out = ask_agent(&swarm.ns_manager, &["flows"]).expect("netobs flows");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines().any(|l| l.contains("backend")
@@ -508,11 +493,7 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
             }
         });
         std::thread::sleep(Duration::from_secs(2));
-        let out = swarm
-            .ns_worker
-            .command(env!("CARGO_BIN_EXE_netobs"))
-            .args(["audit", "--json", "--agent", METRICS])
-            .output();
+        let out = ask_agent(&swarm.ns_worker, &["audit", "--json"]);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         out
     })

@@ -129,7 +129,8 @@ fn missing(major: Option<u32>) -> Vec<Missing> {
             }
         }
     }
-    if cmd::output(Command::new("cargo").args(["deny", "--version"])).is_err() {
+    // `cargo deny` without the plugin starts cargo fine and fails.
+    if cmd::stdout(Command::new("cargo").args(["deny", "--version"])).is_err() {
         m.push(Missing::CargoDeny);
     }
     m
