@@ -214,6 +214,7 @@ fn inputs<'a>(
         inv,
         flows,
         flows_before,
+        alerts: &[],
         dt: 2.0,
         xfrm: Ok(x),
         data_path_port: None,
@@ -367,4 +368,37 @@ fn encrypted_false_still_encrypts_and_is_only_noted() {
     assert_eq!(kinds(&r), [("encrypted_false", Some("vault"))]);
     assert_eq!(r.exit_code(), 0, "information, not a finding to act on");
     assert_eq!(r.data_path_port_from, "swarm");
+}
+
+#[test]
+fn a_small_leak_outside_the_busiest_flows_is_found_by_the_agents_alert() {
+    let mut inv = inventory();
+    inv.networks.truncate(1);
+    let x = healthy_xfrm(NOW, 60.0);
+    let alerts = [json!({
+        "kind": "plaintext_on_encrypted_network", "severity": "critical",
+        "network": "vault", "vni": "4100", "packets": 3, "bytes": 300,
+        "services": ["api", "db"], "peer_nodes": ["n2"],
+    })];
+    let r = audit::audit(&Inputs {
+        alerts: &alerts,
+        ..inputs(&inv, &x, &[], &[])
+    });
+    assert_eq!(kinds(&r), [("plaintext_on_encrypted", Some("vault"))]);
+    let n = &r.networks[0];
+    assert_eq!((n.status, n.plaintext_packets), ("broken", 3));
+    assert_eq!(n.plaintext_services, ["api", "db"]);
+}
+
+#[test]
+fn without_the_kernels_view_an_encrypted_network_is_unchecked_not_protected() {
+    let mut inv = inventory();
+    inv.networks.truncate(1);
+    let r = audit::audit(&Inputs {
+        xfrm: Err("Operation not permitted".into()),
+        ..inputs(&inv, &xfrm::Xfrm::default(), &[], &[])
+    });
+    assert_eq!(kinds(&r), [("ipsec_unreadable", None)]);
+    assert_eq!(r.networks[0].status, "unchecked");
+    assert_eq!(r.exit_code(), 1);
 }

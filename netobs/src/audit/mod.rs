@@ -13,7 +13,10 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::inventory::{Inventory, Network, ENCRYPTED_OPTION};
+use crate::{
+    export::alerts,
+    inventory::{Inventory, Network, ENCRYPTED_OPTION},
+};
 use finding::*;
 pub use finding::{Finding, Severity};
 use netobs_common::DEFAULT_DATA_PATH_PORT;
@@ -52,8 +55,9 @@ pub struct NetworkReport {
     pub vnis: Vec<u32>,
     pub encrypted: bool,
     pub ingress: bool,
-    /// `protected`, `not_encrypted` or `broken` (encryption promised, not
-    /// delivered).
+    /// `protected`, `not_encrypted`, `broken` (encryption promised, not
+    /// delivered) or `unchecked` (encrypted, but the kernel's IPsec state
+    /// could not be read).
     pub status: &'static str,
     pub peers: Vec<PeerCheck>,
     pub plaintext_packets: u64,
@@ -118,6 +122,8 @@ pub struct Inputs<'a> {
     /// The agent's flows now, and one read earlier (`dt` seconds before).
     pub flows: &'a [Value],
     pub flows_before: &'a [Value],
+    /// The agent's active alerts (`/api/v1/alerts`).
+    pub alerts: &'a [Value],
     pub dt: f64,
     /// The kernel's IPsec view, or why it could not be read.
     pub xfrm: Result<&'a Xfrm, String>,
@@ -280,8 +286,8 @@ pub fn audit(i: &Inputs) -> Report {
             .iter()
             .filter(|f| f["class"] == "vxlan" && f["labels"]["network"] == name)
             .collect();
-        let plaintext_packets: u64 = plain.iter().map(|f| u64_of(&f["packets"])).sum();
-        let plaintext_services: Vec<String> = plain
+        let mut plaintext_packets: u64 = plain.iter().map(|f| u64_of(&f["packets"])).sum();
+        let mut plaintext_services: Vec<String> = plain
             .iter()
             .map(|f| {
                 format!(
@@ -293,6 +299,23 @@ pub fn audit(i: &Inputs) -> Report {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        // The API lists only the busiest flows; the agent's alert covers
+        // every flow, so a small leak among big flows is not missed.
+        if let Some(a) = i
+            .alerts
+            .iter()
+            .find(|a| a["kind"] == alerts::PLAINTEXT_ON_ENCRYPTED && a["network"] == name)
+        {
+            if u64_of(&a["packets"]) > plaintext_packets {
+                plaintext_packets = u64_of(&a["packets"]);
+                plaintext_services = a["services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect();
+            }
+        }
         let mut broken = false;
         let peer_checks = match (&i.xfrm, net.encrypted) {
             (Ok(x), true) => peers(net, i.inv, x, port, i.now),
@@ -408,10 +431,12 @@ pub fn audit(i: &Inputs) -> Report {
             vnis: net.vnis.clone(),
             encrypted: net.encrypted,
             ingress: net.ingress,
-            status: match (net.encrypted, broken) {
-                (false, _) => "not_encrypted",
-                (true, true) => "broken",
-                (true, false) => "protected",
+            status: match (net.encrypted, broken, i.xfrm.is_ok()) {
+                (false, _, _) => "not_encrypted",
+                (true, true, _) => "broken",
+                (true, false, true) => "protected",
+                // Never "protected" without having looked at the kernel.
+                (true, false, false) => "unchecked",
             },
             peers: peer_checks,
             plaintext_packets,

@@ -52,11 +52,14 @@ fn report(args: &AuditArgs) -> Result<Report> {
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .zip(summary["data_path_port_from"].as_str().map(str::to_owned));
+    let alerts: Vec<Value> = serde_json::from_str(&client::get(args.agent, "/api/v1/alerts")?)
+        .context("the agent's alerts are not JSON")?;
     let x = xfrm::read();
     Ok(audit::audit(&Inputs {
         inv: &inv,
         flows: &now,
         flows_before: &before,
+        alerts: &alerts,
         dt: SAMPLE.as_secs_f64(),
         xfrm: x.as_ref().map_err(|e| e.to_string()),
         data_path_port: args.data_path_port,
@@ -72,6 +75,7 @@ fn text(r: &Report) -> String {
         let status = match n.status {
             "protected" => "protected",
             "broken" => "BROKEN: encrypted but not protected",
+            "unchecked" => "encrypted, IPsec not checked (run as root)",
             _ if n.ingress => "NOT ENCRYPTED (ingress)",
             _ => "NOT ENCRYPTED",
         };
