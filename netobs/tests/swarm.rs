@@ -435,9 +435,9 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     assert!(
         text.lines().any(|l| l.contains("backend")
             && l.contains("PLAIN")
-            && l.contains("client")
-            && l.contains("web")),
-        "{text}"
+            && l.contains("client:")
+            && l.contains("web:80")),
+        "each connection with its ports: {text}"
     );
 
     // A real Prometheus, the shipped rules, the agent on the manager.

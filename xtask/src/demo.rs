@@ -2,8 +2,9 @@
 //! engines in two namespaces) with a plain and an `--opt encrypted` overlay
 //! network, a web service on the worker and clients on the manager, and runs
 //! `netobs run` on the manager's underlay: live flows with network and
-//! service names, HTTP in clear, encryption alerts. Real ESP (AES-GCM) from
-//! the worker shows how encrypted traffic is counted. `--plain` runs the
+//! service names, HTTP in clear, encryption alerts, then `netobs flows` and
+//! `netobs audit` against it. Real ESP (AES-GCM) from the worker shows how
+//! encrypted traffic is counted. `--plain` runs the
 //! same without Docker, on two namespaces and a kernel VXLAN device.
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -112,6 +113,17 @@ fn swarm(args: &DemoArgs, netobs: &str) -> Result<()> {
             injector.send_esp(node, &p)?;
         }
         std::thread::sleep(Duration::from_secs(1));
+    }
+    // What an operator asks the running agent next: the flows by service,
+    // and whether each network is really protected (exit 1: findings).
+    for (what, argv) in [
+        ("the flow table", &["flows"][..]),
+        ("the encryption audit", &["audit"][..]),
+    ] {
+        eprintln!("\n== netobs {} on the manager: {what} ==\n", argv.join(" "));
+        let out = swarm.ns_manager.command(netobs).args(argv).output()?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
     }
     let out = agent.stop(libc::SIGINT)?;
     anyhow::ensure!(out.status.success(), "netobs exited with {}", out.status);

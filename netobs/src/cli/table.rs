@@ -42,11 +42,16 @@ pub struct Row {
     pub last_request: String,
 }
 
-/// Who: the service, else the address.
-fn who(f: &Value, service: &str, addr: &str) -> String {
-    match f["labels"][service].as_str() {
-        Some(s) if !s.is_empty() && s != "unknown" => s.to_owned(),
-        _ => f[addr].as_str().unwrap_or("-").to_owned(),
+/// Who: the service, else the address; with the port, which tells one
+/// connection between two services from the next.
+fn who(f: &Value, service: &str, addr: &str, port: &str) -> String {
+    let name = match f["labels"][service].as_str() {
+        Some(s) if !s.is_empty() && s != "unknown" => s,
+        _ => f[addr].as_str().unwrap_or("-"),
+    };
+    match f[port].as_u64() {
+        Some(p) => format!("{name}:{p}"),
+        None => name.to_owned(),
     }
 }
 
@@ -119,8 +124,8 @@ impl Rates {
                         .unwrap_or_else(|| "-".into()),
                     mark,
                     peer: f["labels"]["peer_node"].as_str().unwrap_or("-").to_owned(),
-                    src: who(f, "src_service", "inner_src"),
-                    dst: who(f, "dst_service", "inner_dst"),
+                    src: who(f, "src_service", "inner_src", "inner_sport"),
+                    dst: who(f, "dst_service", "inner_dst", "inner_dport"),
                     pps: rate(p, pp),
                     bps: rate(b, pb),
                     packets: p,
