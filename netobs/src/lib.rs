@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod export;
 pub mod flows;
 pub mod inventory;
+pub mod netlink;
 pub mod poll;
 pub mod privileges;
 pub mod replay;

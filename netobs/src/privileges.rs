@@ -81,11 +81,17 @@ pub fn drop_extra() -> Result<Vec<String>, caps::errors::CapsError> {
         .copied()
         .filter(|c| supported.contains(c))
         .collect();
-    // Kernels before 5.8 know no CAP_BPF: CAP_SYS_ADMIN stands in for it.
-    if !supported.contains(&Capability::CAP_BPF) {
+    let have = caps::read(None, CapSet::Permitted)?;
+    // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON where the kernel
+    // (before 5.8) or the container engine (Docker engines that refuse
+    // "unknown capability: CAP_BPF") could not grant them: every later
+    // bpf() call, a map read included, needs one of the two.
+    if [Capability::CAP_BPF, Capability::CAP_PERFMON]
+        .iter()
+        .any(|c| !have.contains(c))
+    {
         keep.insert(Capability::CAP_SYS_ADMIN);
     }
-    let have = caps::read(None, CapSet::Permitted)?;
     let keep: CapsHashSet = keep.intersection(&have).copied().collect();
     // The bounding set first: dropping from it takes CAP_SETPCAP, which
     // goes with the rest just after.

@@ -20,6 +20,7 @@ use netobs_tests::{
     lab::Process,
     netns::Netns,
     packets::{self, Net},
+    prom::metric,
     require_root,
     swarm::{TwoNodeSwarm, MANAGER_ADDR, MANAGER_DEV, WORKER_ADDR, WORKER_DEV},
     traffic::{http_get, udp_send},
@@ -71,28 +72,6 @@ fn start_agent(ns: &Netns, dev: &str, docker_host: &str) -> Process {
         }
     });
     p
-}
-
-/// The value of the series of `name` whose labels include all of `labels`
-/// (summed if several match).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
-        if labels
-            .iter()
-            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        {
-            let v: f64 = rest.rsplit(' ').next().and_then(|v| v.parse().ok())?;
-            found = Some(found.unwrap_or(0.0) + v);
-        }
-    }
-    found
 }
 
 fn scrape(ns: &Netns) -> String {

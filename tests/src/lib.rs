@@ -7,5 +7,6 @@ pub mod link;
 pub mod netns;
 pub mod packets;
 pub mod privilege;
+pub mod prom;
 pub mod swarm;
 pub mod traffic;

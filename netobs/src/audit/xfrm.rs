@@ -9,16 +9,12 @@ use std::{
 
 use serde::Serialize;
 
-const NETLINK_XFRM: i32 = 6;
+use crate::netlink::{Socket, NETLINK_XFRM, NLM_F_DUMP};
+
 const XFRM_MSG_NEWSA: u16 = 0x10;
 const XFRM_MSG_GETSA: u16 = 0x12;
 const XFRM_MSG_NEWPOLICY: u16 = 0x13;
 const XFRM_MSG_GETPOLICY: u16 = 0x15;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_HDRLEN: usize = 16;
 
 // Offsets in struct xfrm_usersa_info and xfrm_userpolicy_info
 // (uapi/linux/xfrm.h); both start with struct xfrm_selector.
@@ -122,84 +118,16 @@ fn policy(body: &[u8]) -> Option<Policy> {
     })
 }
 
-/// A netlink socket closed on drop.
-struct Socket(i32);
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // SAFETY: our own descriptor.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-/// Every message body of type `want` in the answer to a dump of `request`.
-fn dump(sock: &Socket, request: u16, want: u16, seq: u32) -> io::Result<Vec<Vec<u8>>> {
-    let mut req = [0u8; NLMSG_HDRLEN];
-    req[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
-    req[4..6].copy_from_slice(&request.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req[8..12].copy_from_slice(&seq.to_ne_bytes());
-    // SAFETY: a valid socket and buffer.
-    if unsafe { libc::send(sock.0, req.as_ptr() as *const _, req.len(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        // SAFETY: a valid socket and buffer.
-        let n = unsafe { libc::recv(sock.0, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut msgs = &buf[..n as usize];
-        while msgs.len() >= NLMSG_HDRLEN {
-            let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap_or_default()) as usize;
-            let kind = u16_ne(msgs, 4);
-            if len < NLMSG_HDRLEN || len > msgs.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "bad netlink message",
-                ));
-            }
-            match kind {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let code = msgs
-                        .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, i32::from_ne_bytes);
-                    if code == 0 {
-                        return Ok(out);
-                    }
-                    return Err(io::Error::from_raw_os_error(-code));
-                }
-                k if k == want => out.push(msgs[NLMSG_HDRLEN..len].to_vec()),
-                _ => {}
-            }
-            msgs = &msgs[(len + 3) & !3..];
-        }
-    }
-}
-
 /// The kernel's IPsec states and policies. Needs CAP_NET_ADMIN.
 pub fn read() -> io::Result<Xfrm> {
-    // SAFETY: plain socket(2).
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_XFRM,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let sock = Socket(fd);
-    let states = dump(&sock, XFRM_MSG_GETSA, XFRM_MSG_NEWSA, 1)?
+    let sock = Socket::open(NETLINK_XFRM)?;
+    let states = sock
+        .request(XFRM_MSG_GETSA, NLM_F_DUMP, &[], XFRM_MSG_NEWSA)?
         .iter()
         .filter_map(|b| state(b))
         .collect();
-    let policies = dump(&sock, XFRM_MSG_GETPOLICY, XFRM_MSG_NEWPOLICY, 2)?
+    let policies = sock
+        .request(XFRM_MSG_GETPOLICY, NLM_F_DUMP, &[], XFRM_MSG_NEWPOLICY)?
         .iter()
         .filter_map(|b| policy(b))
         .collect();

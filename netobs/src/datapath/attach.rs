@@ -4,7 +4,7 @@
 //! return, an error, a panic) cannot leave a program behind. On kernels with
 //! TCX (6.6+) and XDP links, the kernel also detaches them if the agent is
 //! killed, because they live only as long as our file descriptors.
-use std::{ffi::CString, fmt, process::Command};
+use std::{ffi::CString, fmt};
 
 use aya::{
     programs::{
@@ -126,17 +126,20 @@ impl Drop for Attachment {
             }
         }
         if self.created_clsact {
-            // aya has no call to delete a qdisc; iproute2 is on every node.
-            let res = Command::new("tc")
-                .args(["qdisc", "del", "dev", &self.iface, "clsact"])
-                .output();
-            if !matches!(res, Ok(ref o) if o.status.success()) {
-                log::warn!(
-                    "could not remove the clsact qdisc netobs added to {}: \
+            // aya has no call to delete a qdisc. By index, not name: an
+            // interface deleted and created again under the same name has
+            // a new index, and its new qdisc is not ours. Gone with its
+            // interface (ENODEV) or already removed (ENOENT) is fine.
+            match crate::netlink::delete_clsact(self.ifindex) {
+                Err(e) if !matches!(e.raw_os_error(), Some(libc::ENODEV | libc::ENOENT)) => {
+                    log::warn!(
+                        "could not remove the clsact qdisc netobs added to {} ({e}): \
                      remove it with `tc qdisc del dev {} clsact`",
-                    self.iface,
-                    self.iface
-                );
+                        self.iface,
+                        self.iface
+                    )
+                }
+                _ => {}
             }
         }
     }
