@@ -1,11 +1,17 @@
-//! `netobs audit`'s judgement on IPsec, against policies the test programs
-//! into a namespace's kernel (this kernel has no ESP, so it takes policies
-//! but no states: exactly the "policy without a state" failure).
-use std::{collections::BTreeMap, net::IpAddr};
+//! `netobs audit`'s judgement: on IPsec policies the test programs into a
+//! namespace's kernel (this kernel has no ESP, so it takes policies but no
+//! states: exactly the "policy without a state" failure), and on kernel
+//! views, flows and alerts built for each case.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::OnceLock,
+};
 
 use netobs::{
-    audit::{self, xfrm, Inputs, Severity},
-    inventory::{Inventory, Network, Node, Peer, SwarmState},
+    audit::{self, xfrm, AgentView, Inputs, Severity},
+    export::alerts::Policy,
+    inventory::{Endpoint, EndpointKind, Inventory, Network, Node, Peer, SwarmState},
 };
 use netobs_tests::{netns::Netns, require_root};
 use serde_json::{json, Value};
@@ -156,39 +162,62 @@ fn ipsec_policies_and_options_are_judged() {
     assert_eq!((r.data_path_port, r.data_path_port_from), (4789, "swarm"));
 }
 
+/// The outbound policy Docker programs towards a peer: the data path
+/// (UDP 4789) through ESP.
+fn docker_policy(src: IpAddr, dst: IpAddr) -> xfrm::Policy {
+    xfrm::Policy {
+        src,
+        dst,
+        dst_prefix: 32,
+        proto: 17,
+        dport: 4789,
+        dport_mask: 0xffff,
+        dir: xfrm::DIR_OUT,
+        action: xfrm::ACTION_ALLOW,
+    }
+}
+
+fn docker_sa(src: IpAddr, dst: IpAddr, spi: u32, add_time: u64) -> xfrm::State {
+    xfrm::State {
+        src,
+        dst,
+        spi,
+        proto: 50,
+        reqid: xfrm::DOCKER_REQID,
+        add_time,
+    }
+}
+
 /// The kernel's IPsec view of a healthy node: for each remote peer a policy
-/// for the data-path port and SAs both ways, installed `age` seconds ago.
+/// for the data-path port and Docker's SAs both ways, installed `age`
+/// seconds ago.
 fn healthy_xfrm(now: f64, age: f64) -> xfrm::Xfrm {
-    let me = ip("10.220.0.1");
+    let me = ip(ME);
     let mut x = xfrm::Xfrm::default();
-    for (n, peer) in ["10.220.0.2", "10.220.0.3", "10.220.0.4"]
-        .iter()
-        .enumerate()
-    {
+    for (n, peer) in PEERS.iter().enumerate() {
         let peer = ip(peer);
-        x.policies.push(xfrm::Policy {
-            src: me,
-            dst: peer,
-            proto: 17,
-            dport: 4789,
-            dir: 1,
-        });
+        x.policies.push(docker_policy(me, peer));
         for (src, dst, spi) in [(me, peer, 0x100 + n as u32), (peer, me, 0x200 + n as u32)] {
-            x.states.push(xfrm::State {
-                src,
-                dst,
-                spi,
-                proto: 50,
-                add_time: (now - age) as u64,
-            });
+            x.states.push(docker_sa(src, dst, spi, (now - age) as u64));
         }
     }
     x
 }
 
+const ME: &str = "10.220.0.1";
+const PEERS: [&str; 3] = ["10.220.0.2", "10.220.0.3", "10.220.0.4"];
+
+/// An ESP flow with node `peer` ("n2" is 10.220.0.2).
 fn esp_flow(peer: &str, direction: &str, spi: u32, seq: u32, first: f64, last: f64) -> Value {
+    let far = format!("10.220.0.{}", &peer[1..]);
+    let (src, dst) = if direction == "egress" {
+        (ME.to_owned(), far)
+    } else {
+        (far, ME.to_owned())
+    };
     json!({
         "class": "esp", "direction": direction, "spi": spi, "esp_seq": seq,
+        "esp_in_udp": false, "outer_src": src, "outer_dst": dst,
         "packets": 10, "first_seen": first, "last_seen": last,
         "labels": {"peer_node": peer},
     })
@@ -203,7 +232,15 @@ fn kinds(r: &audit::Report) -> Vec<(&str, Option<&str>)> {
 
 const NOW: f64 = 2_000_000_000.0;
 
-/// What the audit reads, sampled 2 s apart at `NOW`, with no port given.
+fn local() -> &'static BTreeSet<IpAddr> {
+    static LOCAL: OnceLock<BTreeSet<IpAddr>> = OnceLock::new();
+    LOCAL.get_or_init(|| [ip(ME), ip("127.0.0.1")].into())
+}
+
+static NO_AGENT: OnceLock<AgentView> = OnceLock::new();
+
+/// What the audit reads, sampled 2 s apart at `NOW`, with no port or
+/// requirement given and an agent that says nothing of itself.
 fn inputs<'a>(
     inv: &'a Inventory,
     x: &'a xfrm::Xfrm,
@@ -217,25 +254,42 @@ fn inputs<'a>(
         alerts: &[],
         dt: 2.0,
         xfrm: Ok(x),
+        local_addrs: local(),
+        agent: NO_AGENT.get_or_init(AgentView::default),
         data_path_port: None,
-        agent_data_path: None,
+        require_encryption: None,
         now: NOW,
     }
 }
 
-#[test]
-fn a_healthy_encrypted_network_passes() {
+/// An agent classifying `ports` as VXLAN, from `from`.
+fn agent_on(ports: &[u16], from: &str) -> AgentView {
+    AgentView {
+        data_path_ports: ports.to_vec(),
+        data_path_port_from: from.into(),
+        require_encryption: String::new(),
+    }
+}
+
+fn vault_only() -> Inventory {
     let mut inv = inventory();
     inv.networks.truncate(1);
+    inv
+}
+
+#[test]
+fn a_healthy_encrypted_network_passes() {
+    let inv = vault_only();
     let x = healthy_xfrm(NOW, 3600.0);
     let flows = [
         esp_flow("n2", "egress", 0x100, 500, NOW - 600.0, NOW - 1.0),
         esp_flow("n2", "ingress", 0x200, 400, NOW - 600.0, NOW - 2.0),
     ];
+    let agent = agent_on(&[7789, 4789], "flag");
     let r = audit::audit(&Inputs {
         // This command's flag wins over the agent's port.
         data_path_port: Some(4789),
-        agent_data_path: Some((7789, "flag".into())),
+        agent: &agent,
         ..inputs(&inv, &x, &flows, &flows)
     });
     assert_eq!(kinds(&r), [], "{:#?}", r.findings);
@@ -248,8 +302,7 @@ fn a_healthy_encrypted_network_passes() {
 
 #[test]
 fn esp_health_is_judged_per_peer() {
-    let mut inv = inventory();
-    inv.networks.truncate(1);
+    let inv = vault_only();
     let x = healthy_xfrm(NOW, 3600.0);
     let before = [
         // n2: 500 sequence numbers a second, 2 h from the wrap.
@@ -263,14 +316,21 @@ fn esp_health_is_judged_per_peer() {
         ),
         esp_flow("n2", "ingress", 0x200, 9, NOW - 60.0, NOW - 2.0),
     ];
+    let mut in_udp = esp_flow("n4", "egress", 0x102, 30, NOW - 30.0, NOW - 1.0);
+    in_udp["esp_in_udp"] = true.into();
+    let mut vpn = esp_flow("n9", "egress", 0x999, 30, NOW - 30.0, NOW - 1.0);
+    vpn["labels"]["peer_node"] = "203.0.113.9".into();
+    vpn["outer_dst"] = "203.0.113.9".into();
     let now = [
         esp_flow("n2", "egress", 0x100, u32::MAX - 3_600_000, NOW - 60.0, NOW),
         esp_flow("n2", "ingress", 0x200, 10, NOW - 60.0, NOW - 1.0),
         // n3: ESP out, none has come back for five minutes (a firewall
-        // added later); n4: ESP out and never any back.
+        // added later); n4: ESP-in-UDP out and never any back.
         esp_flow("n3", "egress", 0x101, 7_000, NOW - 900.0, NOW - 1.0),
         esp_flow("n3", "ingress", 0x201, 6_000, NOW - 900.0, NOW - 300.0),
-        esp_flow("n4", "egress", 0x102, 30, NOW - 30.0, NOW - 1.0),
+        in_udp,
+        // A site VPN from this host: not the swarm's, not judged.
+        vpn,
     ];
     let r = audit::audit(&inputs(&inv, &x, &now, &before));
     assert_eq!(
@@ -283,6 +343,9 @@ fn esp_health_is_judged_per_peer() {
         "{:#?}",
         r.findings
     );
+    assert!(r.findings[0].message.contains("IP protocol 50"));
+    assert!(r.findings[1].message.contains("UDP port 4500"));
+    assert_eq!(r.esp.len(), 3, "the VPN is left out: {:?}", r.esp);
     let n2 = &r.esp[0];
     assert_eq!(
         (n2.peer.as_str(), n2.packets_out, n2.packets_in),
@@ -296,9 +359,30 @@ fn esp_health_is_judged_per_peer() {
 }
 
 #[test]
+fn a_wrap_after_the_next_rotation_is_no_finding() {
+    let inv = vault_only();
+    let x = healthy_xfrm(NOW, 3600.0);
+    // 2 h from the wrap, but the SPI is 11 h old: rotated within the hour.
+    let first = NOW - 11.0 * 3600.0;
+    let before = [esp_flow(
+        "n2",
+        "egress",
+        0x100,
+        u32::MAX - 3_601_000,
+        first,
+        NOW - 2.0,
+    )];
+    let now = [
+        esp_flow("n2", "egress", 0x100, u32::MAX - 3_600_000, first, NOW),
+        esp_flow("n2", "ingress", 0x200, 10, first, NOW - 1.0),
+    ];
+    let r = audit::audit(&inputs(&inv, &x, &now, &before));
+    assert_eq!(kinds(&r), [], "{:#?}", r.findings);
+}
+
+#[test]
 fn keys_that_stopped_rotating_are_found() {
-    let mut inv = inventory();
-    inv.networks.truncate(1);
+    let inv = vault_only();
     // Newest SAs 14 h old, and the wire has used one SPI each way for 14 h.
     let x = healthy_xfrm(NOW, 14.0 * 3600.0);
     let flows = [
@@ -325,9 +409,29 @@ fn keys_that_stopped_rotating_are_found() {
 }
 
 #[test]
+fn states_that_are_not_dockers_do_not_count() {
+    let inv = vault_only();
+    let mut x = healthy_xfrm(NOW, 60.0);
+    // Towards n2: only an IKE daemon's larval state and a VPN's SA.
+    x.states
+        .retain(|s| s.dst != ip("10.220.0.2") && s.src != ip("10.220.0.2"));
+    for (spi, reqid) in [(0, xfrm::DOCKER_REQID), (0x77, 1)] {
+        x.states.push(xfrm::State {
+            src: ip(ME),
+            dst: ip("10.220.0.2"),
+            spi,
+            proto: 50,
+            reqid,
+            add_time: NOW as u64,
+        });
+    }
+    let r = audit::audit(&inputs(&inv, &x, &[], &[]));
+    assert_eq!(kinds(&r), [("ipsec_no_state", Some("n2"))]);
+}
+
+#[test]
 fn plaintext_on_an_encrypted_network_breaks_it() {
-    let mut inv = inventory();
-    inv.networks.truncate(1);
+    let inv = vault_only();
     let x = healthy_xfrm(NOW, 60.0);
     // The swarm's data path moved to 7789 (the agent was told so); Docker's
     // policies still say 4789.
@@ -336,9 +440,17 @@ fn plaintext_on_an_encrypted_network_breaks_it() {
         "first_seen": NOW - 5.0, "last_seen": NOW - 1.0,
         "labels": {"network": "vault", "src_service": "api", "dst_service": "db"},
     });
+    // A leak fixed ten minutes ago no longer counts.
+    let old = json!({
+        "class": "vxlan", "direction": "egress", "vni": 4100, "packets": 1000,
+        "first_seen": NOW - 900.0, "last_seen": NOW - 600.0,
+        "labels": {"network": "vault", "src_service": "old", "dst_service": "db"},
+    });
+    let agent = agent_on(&[7789], "flag");
+    let flows = [leak, old];
     let r = audit::audit(&Inputs {
-        agent_data_path: Some((7789, "flag".into())),
-        ..inputs(&inv, &x, std::slice::from_ref(&leak), &[])
+        agent: &agent,
+        ..inputs(&inv, &x, &flows, &[])
     });
     let found = kinds(&r);
     assert_eq!(found[0], ("ipsec_wrong_port", Some("n2")), "{found:?}");
@@ -348,21 +460,140 @@ fn plaintext_on_an_encrypted_network_breaks_it() {
     );
     let n = &r.networks[0];
     assert_eq!((n.status, n.plaintext_packets), ("broken", 42));
-    assert_eq!(n.plaintext_services, ["api -> db"]);
+    assert_eq!(n.plaintext_pairs, ["api -> db"]);
+    assert_eq!(n.plaintext_services, ["api", "db"]);
     assert_eq!((r.data_path_port, r.data_path_port_from), (7789, "agent"));
 }
 
 #[test]
+fn a_worker_that_cannot_know_the_port_says_so_instead_of_guessing() {
+    let mut inv = vault_only();
+    // A worker: no swarm port; Docker's policies cover 7789.
+    if let Some(s) = inv.swarm.as_mut() {
+        s.data_path_port = None;
+    }
+    let mut x = healthy_xfrm(NOW, 60.0);
+    for p in &mut x.policies {
+        p.dport = 7789;
+    }
+    let r = audit::audit(&inputs(&inv, &x, &[], &[]));
+    assert_eq!(
+        kinds(&r),
+        [
+            ("data_path_port_unknown", Some("n2")),
+            ("data_path_port_unknown", Some("n3")),
+            ("data_path_port_unknown", Some("n4")),
+        ]
+    );
+    assert_eq!(r.networks[0].status, "protected");
+    assert_eq!((r.data_path_port, r.data_path_port_from), (4789, "default"));
+    // Told the port, it judges.
+    let r = audit::audit(&Inputs {
+        data_path_port: Some(7789),
+        ..inputs(&inv, &x, &[], &[])
+    });
+    assert_eq!(kinds(&r), []);
+}
+
+#[test]
+fn an_agent_blind_to_the_data_path_port_is_a_finding() {
+    let inv = vault_only();
+    let x = healthy_xfrm(NOW, 60.0);
+    let agent = agent_on(&[4789], "default");
+    let r = audit::audit(&Inputs {
+        agent: &agent,
+        data_path_port: Some(7789),
+        ..inputs(&inv, &x, &[], &[])
+    });
+    assert!(
+        kinds(&r).contains(&("agent_port_mismatch", None)),
+        "{:#?}",
+        r.findings
+    );
+}
+
+#[test]
+fn tunnel_endpoints_are_the_tasks_host_addresses() {
+    // Nodes started with --data-path-addr: gossip on 10.220.0.x, tunnels
+    // on 10.221.0.x, which is what tasks show as their host IP and what
+    // Docker's SAs use.
+    let mut inv = vault_only();
+    for (n, host) in [("10.9.0.2", "10.221.0.1"), ("10.9.0.3", "10.221.0.2")] {
+        inv.endpoints.push(Endpoint {
+            network_id: "id-vault".into(),
+            ip: ip(n),
+            kind: EndpointKind::Task,
+            service: Some("api".into()),
+            task: Some("api.1".into()),
+            container: None,
+            node_ip: Some(ip(host)),
+        });
+    }
+    let mut x = xfrm::Xfrm::default();
+    let (me, peer) = (ip("10.221.0.1"), ip("10.221.0.2"));
+    x.policies.push(docker_policy(me, peer));
+    for (src, dst) in [(me, peer), (peer, me)] {
+        x.states.push(docker_sa(src, dst, 0x42, NOW as u64));
+    }
+    let local: BTreeSet<IpAddr> = [ip(ME), me].into();
+    let r = audit::audit(&Inputs {
+        local_addrs: &local,
+        ..inputs(&inv, &x, &[], &[])
+    });
+    assert_eq!(kinds(&r), [], "{:#?}", r.findings);
+    let peers: Vec<IpAddr> = r.networks[0].peers.iter().map(|p| p.ip).collect();
+    assert_eq!(peers, [peer], "the local endpoint is no peer");
+}
+
+#[test]
+fn unencrypted_networks_outside_the_requirement_are_only_reported() {
+    let inv = inventory();
+    let x = healthy_xfrm(NOW, 60.0);
+    let policy: Policy = "vault".parse().expect("policy");
+    let r = audit::audit(&Inputs {
+        require_encryption: Some(&policy),
+        ..inputs(&inv, &x, &[], &[])
+    });
+    let severities: Vec<(&str, Severity)> =
+        r.findings.iter().map(|f| (f.kind, f.severity)).collect();
+    assert_eq!(
+        severities,
+        [
+            ("mistyped_option", Severity::Warning),
+            ("not_encrypted", Severity::Info),
+            ("ingress_plaintext", Severity::Info),
+        ]
+    );
+    assert_eq!(r.require_encryption, "vault");
+    // The mistyped option still needs fixing.
+    assert_eq!(r.exit_code(), 1);
+    // The agent's requirement applies when the command gives none.
+    let agent = AgentView {
+        require_encryption: "vault,typo".into(),
+        ..AgentView::default()
+    };
+    let r = audit::audit(&Inputs {
+        agent: &agent,
+        ..inputs(&inv, &x, &[], &[])
+    });
+    assert_eq!(r.require_encryption, "typo,vault");
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.kind == "ingress_plaintext" && f.severity == Severity::Info));
+}
+
+#[test]
 fn encrypted_false_still_encrypts_and_is_only_noted() {
-    let mut inv = inventory();
-    inv.networks.truncate(1);
+    let mut inv = vault_only();
     inv.networks[0]
         .options
         .insert("encrypted".into(), "false".into());
     let x = healthy_xfrm(NOW, 60.0);
+    // An agent's default is a guess: the swarm's own port wins.
+    let agent = agent_on(&[4789], "default");
     let r = audit::audit(&Inputs {
-        // An agent's default is a guess: the swarm's own port wins.
-        agent_data_path: Some((4789, "default".into())),
+        agent: &agent,
         ..inputs(&inv, &x, &[], &[])
     });
     assert_eq!(kinds(&r), [("encrypted_false", Some("vault"))]);
@@ -372,13 +603,13 @@ fn encrypted_false_still_encrypts_and_is_only_noted() {
 
 #[test]
 fn a_small_leak_outside_the_busiest_flows_is_found_by_the_agents_alert() {
-    let mut inv = inventory();
-    inv.networks.truncate(1);
+    let inv = vault_only();
     let x = healthy_xfrm(NOW, 60.0);
     let alerts = [json!({
         "kind": "plaintext_on_encrypted_network", "severity": "critical",
         "network": "vault", "vni": "4100", "packets": 3, "bytes": 300,
         "services": ["api", "db"], "peer_nodes": ["n2"],
+        "first_seen": NOW - 100.0, "last_seen": NOW - 10.0,
     })];
     let r = audit::audit(&Inputs {
         alerts: &alerts,
@@ -388,17 +619,27 @@ fn a_small_leak_outside_the_busiest_flows_is_found_by_the_agents_alert() {
     let n = &r.networks[0];
     assert_eq!((n.status, n.plaintext_packets), ("broken", 3));
     assert_eq!(n.plaintext_services, ["api", "db"]);
+    assert!(n.plaintext_pairs.is_empty());
 }
 
 #[test]
 fn without_the_kernels_view_an_encrypted_network_is_unchecked_not_protected() {
-    let mut inv = inventory();
-    inv.networks.truncate(1);
+    let inv = vault_only();
+    let denied = std::io::Error::from_raw_os_error(libc::EPERM);
     let r = audit::audit(&Inputs {
-        xfrm: Err("Operation not permitted".into()),
+        xfrm: Err(&denied),
         ..inputs(&inv, &xfrm::Xfrm::default(), &[], &[])
     });
     assert_eq!(kinds(&r), [("ipsec_unreadable", None)]);
+    assert!(r.findings[0].message.ends_with("run as root"));
     assert_eq!(r.networks[0].status, "unchecked");
     assert_eq!(r.exit_code(), 1);
+    // No xfrm in the kernel at all: Docker cannot have encrypted anything.
+    let absent = std::io::Error::from_raw_os_error(libc::EPROTONOSUPPORT);
+    let r = audit::audit(&Inputs {
+        xfrm: Err(&absent),
+        ..inputs(&inv, &xfrm::Xfrm::default(), &[], &[])
+    });
+    assert_eq!(kinds(&r), [("ipsec_unsupported", None)]);
+    assert_eq!(r.networks[0].status, "broken");
 }

@@ -376,7 +376,11 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     assert_eq!(status("backend"), Some("not_encrypted".into()), "{audit}");
     assert_eq!(audit["data_path_port"], 4789);
     // The text report: one line per network first, readable at a glance.
-    let out = ask_agent(&swarm.ns_manager, &["audit"]).expect("netobs audit");
+    let out = ask_agent(
+        &swarm.ns_manager,
+        &["audit", "--require-encryption", "backend,secure"],
+    )
+    .expect("netobs audit");
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = |name: &str| {
@@ -389,8 +393,12 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     assert!(line("backend").contains("NOT ENCRYPTED"), "{text}");
     assert!(line("backend").contains("client -> web"), "{text}");
     assert!(
-        line("ingress").contains("NOT ENCRYPTED (ingress)"),
+        line("ingress").contains("not encrypted (not required)"),
         "{text}"
+    );
+    assert!(
+        text.contains("\n  peer ") && text.contains("policy yes"),
+        "Docker's policy towards the worker: {text}"
     );
     println!("{text}");
 

@@ -43,9 +43,9 @@ macro_rules! kinds {
 
 kinds! {
     NOT_ENCRYPTED "not_encrypted" Warning
-        "the network has no `encrypted` option: its traffic crosses the wire in clear (with the services seen, if any)";
+        "the network has no `encrypted` option: its traffic crosses the wire in clear (with the services seen, if any); info only where `--require-encryption` does not cover it";
     INGRESS_PLAINTEXT "ingress_plaintext" Warning
-        "the swarm's `ingress` network carries published-port traffic in clear unless recreated with `--opt encrypted`";
+        "the swarm's `ingress` network carries published-port traffic in clear unless recreated with `--opt encrypted`; info only where `--require-encryption` does not cover it";
     MISTYPED_OPTION "mistyped_option" Warning
         "an option that looks like a mistyped `encrypted` (`encrypt`, `encryption`, `Encrypted`, `encrpyted`, ...), which Docker accepts and ignores";
     ENCRYPTED_FALSE "encrypted_false" Info
@@ -58,6 +58,10 @@ kinds! {
         "SAs but no policy: the data path to that peer leaves in clear";
     IPSEC_WRONG_PORT "ipsec_wrong_port" Critical
         "the policy covers another UDP port than the data-path port (a swarm created with `--data-path-port`): VXLAN leaks in clear";
+    DATA_PATH_PORT_UNKNOWN "data_path_port_unknown" Warning
+        "this node cannot read the swarm's data-path port (a worker) and Docker's policy covers another one than the default: give `--data-path-port` to know whether VXLAN leaks";
+    AGENT_PORT_MISMATCH "agent_port_mismatch" Warning
+        "the agent does not classify the swarm's data-path port as VXLAN: plaintext on it is invisible (restart the agent with `--data-path-port`)";
     PLAINTEXT_ON_ENCRYPTED "plaintext_on_encrypted" Critical
         "the agent saw plaintext VXLAN on a network marked encrypted";
     ESP_ONE_WAY "esp_one_way" Critical
@@ -69,7 +73,9 @@ kinds! {
     ESP_SPI_NOT_ROTATED "esp_spi_not_rotated" Warning
         "the wire has used the same SPI to or from a peer for over 13 h: key rotation has stopped";
     IPSEC_UNREADABLE "ipsec_unreadable" Warning
-        "the audit could not read the kernel's IPsec policies and states (run it as root)";
+        "the audit could not read the kernel's IPsec policies and states (run it as root); encrypted networks are `unchecked`";
+    IPSEC_UNSUPPORTED "ipsec_unsupported" Critical
+        "the kernel has no IPsec (xfrm) netlink interface: Docker cannot encrypt, so no encrypted network with remote peers is protected";
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +91,12 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// Reported, but not required to be fixed: exit status 0.
+    pub fn info(mut self) -> Self {
+        self.severity = Severity::Info;
+        self
+    }
+
     pub fn new(kind: &Kind, network: Option<&str>, peer: Option<&str>, message: String) -> Self {
         Finding {
             severity: kind.severity,

@@ -1,7 +1,13 @@
 //! `netobs audit`: one report on whether each overlay network is really
 //! protected. Exit status 0: all protected as required; 1: findings; 2: the
 //! audit could not run.
-use std::{fmt::Write, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{
+    collections::BTreeSet,
+    fmt::Write,
+    net::{IpAddr, SocketAddr},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -10,7 +16,8 @@ use serde_json::Value;
 use super::client;
 use crate::{
     agent::DEFAULT_METRICS_ADDR,
-    audit::{self, xfrm, Inputs, Report},
+    audit::{self, xfrm, AgentView, Inputs, Report, Severity},
+    export::alerts::Policy,
     inventory::Inventory,
 };
 
@@ -22,38 +29,90 @@ pub struct AuditArgs {
     /// One JSON document
     #[arg(long)]
     json: bool,
-    /// The swarm's data-path port, when the agent cannot read it (a worker)
+    /// The swarm's data-path port, when neither this node nor the agent can
+    /// read it (a worker)
     #[arg(long, value_name = "PORT")]
     data_path_port: Option<u16>,
+    /// Networks that must be encrypted: `all` or NET[,NET...]; unencrypted
+    /// networks outside it are reported, not findings [default: the
+    /// agent's --require-encryption, else all]
+    #[arg(long, value_name = "POLICY")]
+    require_encryption: Option<Policy>,
 }
 
 /// Two reads of the flows this far apart give ESP sequence-number rates.
 const SAMPLE: Duration = Duration::from_secs(2);
 
+/// Every address of this host's interfaces (in the audit's own network
+/// namespace, which is the agent's).
+fn local_addrs() -> BTreeSet<IpAddr> {
+    let mut out = BTreeSet::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr of the family it names.
+            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+                libc::AF_INET => {
+                    // SAFETY: an AF_INET address is a sockaddr_in.
+                    let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                    out.insert(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()));
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                    let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                    out.insert(IpAddr::from(a.sin6_addr.s6_addr));
+                }
+                _ => {}
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list getifaddrs allocated.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(agent: SocketAddr, path: &str) -> Result<T> {
+    serde_json::from_str(&client::get(agent, path)?)
+        .with_context(|| format!("the agent's {path} is not what this netobs reads"))
+}
+
 fn report(args: &AuditArgs) -> Result<Report> {
-    let inv: Inventory = serde_json::from_str(&client::get(args.agent, "/api/v1/inventory")?)
-        .context("the agent's inventory is not what this netobs reads")?;
+    let inv: Inventory = get_json(args.agent, "/api/v1/inventory")?;
     if !inv.docker_up {
         anyhow::bail!(
             "the agent at {} cannot reach its Docker engine, so there are no networks to audit",
             args.agent
         );
     }
-    let flows = |_: ()| -> Result<Vec<Value>> {
-        serde_json::from_str(&client::get(args.agent, "/api/v1/flows")?)
-            .context("the agent's flow list is not JSON")
-    };
-    let before = flows(())?;
+    let before: Vec<Value> = get_json(args.agent, "/api/v1/flows")?;
     std::thread::sleep(SAMPLE);
-    let now = flows(())?;
-    let summary: Value = serde_json::from_str(&client::get(args.agent, "/api/v1/summary")?)
-        .context("the agent's summary is not JSON")?;
-    let agent_data_path = summary["data_path_ports"][0]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .zip(summary["data_path_port_from"].as_str().map(str::to_owned));
-    let alerts: Vec<Value> = serde_json::from_str(&client::get(args.agent, "/api/v1/alerts")?)
-        .context("the agent's alerts are not JSON")?;
+    let now: Vec<Value> = get_json(args.agent, "/api/v1/flows")?;
+    let summary: Value = get_json(args.agent, "/api/v1/summary")?;
+    let alerts: Vec<Value> = get_json(args.agent, "/api/v1/alerts")?;
+    let agent = AgentView {
+        data_path_ports: summary["data_path_ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
+            .collect(),
+        data_path_port_from: summary["data_path_port_from"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        require_encryption: summary["require_encryption"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
     let x = xfrm::read();
     Ok(audit::audit(&Inputs {
         inv: &inv,
@@ -61,9 +120,11 @@ fn report(args: &AuditArgs) -> Result<Report> {
         flows_before: &before,
         alerts: &alerts,
         dt: SAMPLE.as_secs_f64(),
-        xfrm: x.as_ref().map_err(|e| e.to_string()),
+        xfrm: x.as_ref(),
+        local_addrs: &local_addrs(),
+        agent: &agent,
         data_path_port: args.data_path_port,
-        agent_data_path,
+        require_encryption: args.require_encryption.as_ref(),
         now: crate::flows::unix_now(),
     }))
 }
@@ -73,11 +134,18 @@ fn text(r: &Report) -> String {
     for n in &r.networks {
         let vnis: Vec<String> = n.vnis.iter().map(u32::to_string).collect();
         let status = match n.status {
+            "protected" if n.peers.is_empty() => "protected (no remote peers)",
             "protected" => "protected",
             "broken" => "BROKEN: encrypted but not protected",
             "unchecked" => "encrypted, IPsec not checked (run as root)",
+            _ if !n.required => "not encrypted (not required)",
             _ if n.ingress => "NOT ENCRYPTED (ingress)",
             _ => "NOT ENCRYPTED",
+        };
+        let seen = if n.plaintext_pairs.is_empty() {
+            &n.plaintext_services
+        } else {
+            &n.plaintext_pairs
         };
         let _ = writeln!(
             out,
@@ -85,11 +153,29 @@ fn text(r: &Report) -> String {
             n.name,
             vnis.join(","),
             if n.plaintext_packets > 0 {
-                format!("; plaintext seen: {}", n.plaintext_services.join(", "))
+                format!("; plaintext seen: {}", seen.join(", "))
             } else {
                 String::new()
             }
         );
+        for p in &n.peers {
+            let yes = |b: bool| if b { "yes" } else { "NO" };
+            let _ = writeln!(
+                out,
+                "  peer {} {}: policy {}{}, SA out {}, SA in {}{}",
+                p.peer,
+                p.ip,
+                yes(p.policy),
+                p.policy_port
+                    .map(|port| format!(" (covers UDP {port} only)"))
+                    .unwrap_or_default(),
+                yes(p.state_out),
+                yes(p.state_in),
+                p.newest_sa_age_secs
+                    .map(|a| format!(", newest SA {:.1} h old", a / 3600.0))
+                    .unwrap_or_default()
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -105,30 +191,49 @@ fn text(r: &Report) -> String {
     for e in &r.esp {
         let _ = writeln!(
             out,
-            "ESP with {}: {} packets out, {} in, SPIs {}",
-            e.peer,
-            e.packets_out,
-            e.packets_in,
-            e.spis
-                .iter()
-                .map(|s| {
-                    let mut d = format!("{} {} seq {}", s.spi, s.direction, s.seq);
-                    if s.seq_per_sec > 0.0 {
-                        let _ = write!(d, " (+{:.0}/s", s.seq_per_sec);
-                        if let Some(w) = s.wraps_in_secs {
-                            let _ = write!(d, ", wraps in {:.1} h", w / 3600.0);
-                        }
-                        d.push(')');
-                    }
-                    d
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+            "ESP with {}: {} packets out, {} in",
+            e.peer, e.packets_out, e.packets_in
+        );
+        for s in &e.spis {
+            let mut d = format!(
+                "  SPI {} {} seq {}, seen for {:.1} h",
+                s.spi,
+                s.direction,
+                s.seq,
+                s.age_secs / 3600.0
+            );
+            if s.seq_per_sec > 0.0 {
+                let _ = write!(d, ", +{:.0}/s", s.seq_per_sec);
+                if let Some(w) = s.wraps_in_secs {
+                    let _ = write!(d, ", wraps in {:.1} h", w / 3600.0);
+                }
+            }
+            if !s.active {
+                d.push_str(", idle");
+            }
+            let _ = writeln!(out, "{d}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "required: {}",
+        match r.require_encryption.as_str() {
+            "all" => "every network encrypted",
+            other => other,
+        }
+    );
+    let to_fix = r
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+        .count();
+    if to_fix == 0 {
+        let _ = writeln!(
+            out,
+            "no findings: every overlay network is protected as required"
         );
     }
-    if r.findings.is_empty() {
-        let _ = writeln!(out, "no findings: every overlay network is protected");
-    } else {
+    if !r.findings.is_empty() {
         let _ = writeln!(out, "findings:");
         for f in &r.findings {
             let at = f.network.as_deref().or(f.peer.as_deref()).unwrap_or("-");

@@ -46,8 +46,23 @@ impl FromStr for Policy {
     }
 }
 
+impl std::fmt::Display for Policy {
+    /// As `--require-encryption` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Policy::None => Ok(()),
+            Policy::All => f.write_str("all"),
+            Policy::Networks(n) => {
+                let mut names: Vec<&str> = n.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                f.write_str(&names.join(","))
+            }
+        }
+    }
+}
+
 impl Policy {
-    fn requires(&self, network: &str) -> bool {
+    pub fn requires(&self, network: &str) -> bool {
         match self {
             Policy::None => false,
             Policy::All => true,
@@ -131,6 +146,10 @@ impl Alerts {
             }
         }
         out
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn list(&self) -> Vec<Alert> {

@@ -44,6 +44,8 @@ pub struct Summary {
     /// `flag`, the `swarm` or Docker's `default`.
     pub data_path_ports: Vec<u16>,
     pub data_path_port_from: &'static str,
+    /// `--require-encryption` as given ("" for none).
+    pub require_encryption: String,
 }
 
 /// What the API serves, replaced as a whole after every read of the maps.

@@ -119,17 +119,7 @@ impl<'a> Labeler<'a> {
         for (a, h) in inv.node_names() {
             nodes.entry(a).or_insert(h);
         }
-        let node_ips = nodes
-            .keys()
-            .copied()
-            .chain(inv.nodes.iter().filter_map(|n| n.addr))
-            .chain(
-                inv.networks
-                    .iter()
-                    .flat_map(|n| n.peers.iter().filter_map(|p| p.ip)),
-            )
-            .chain(inv.endpoints.iter().filter_map(|e| e.node_ip))
-            .collect();
+        let node_ips = inv.node_addresses().collect();
         Labeler {
             inv,
             networks,

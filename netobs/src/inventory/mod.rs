@@ -134,6 +134,22 @@ impl Inventory {
         others.chain(me).filter(|(_, h)| !h.is_empty())
     }
 
+    /// Every address a swarm node is known by here: the node list's, this
+    /// node's, network peers' (gossip) and tasks' hosts (data path).
+    pub fn node_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.addr)
+            .chain(self.swarm.as_ref().and_then(|s| s.node_addr))
+            .chain(
+                self.networks
+                    .iter()
+                    .flat_map(|n| n.peers.iter().filter_map(|p| p.ip)),
+            )
+            .chain(self.endpoints.iter().filter_map(|e| e.node_ip))
+            .map(|ip| ip.to_canonical())
+    }
+
     /// A node's hostname, or its address when that is all this node knows.
     pub fn node_name(&self, ip: IpAddr) -> String {
         self.node_names()
