@@ -231,6 +231,15 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
         metric(t, "netobs_docker_up", &[]) == Some(1.0)
     });
 
+    // Real overlay traffic on the manager's wire, for `netobs replay` to
+    // decode independently of the agents.
+    let capture = std::env::temp_dir().join(format!("netobs-swarm-{}.pcap", std::process::id()));
+    let mut tcpdump = swarm.ns_manager.command("tcpdump");
+    tcpdump
+        .args(["-i", MANAGER_DEV, "-U", "-s", "0", "-w"])
+        .arg(&capture)
+        .stderr(Stdio::null());
+    let tcpdump = Process::spawn(tcpdump).expect("tcpdump (apt-get install tcpdump)");
     // The client waits until its own address is in the agents' inventory
     // (events plus a resync), then makes exactly REQUESTS requests.
     let script = format!("sleep 8; for i in $(seq {REQUESTS}); do wget -q -O /dev/null http://web/index.html; done; sleep 3600");
@@ -307,6 +316,44 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
             "{side}: responses labelled from the asking side"
         );
     }
+
+    // The capture of the manager's wire, replayed through the same programs:
+    // what tcpdump reads in it, and the requests the client made.
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = tcpdump.stop(libc::SIGINT);
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_netobs"))
+        .args(["replay", "--json"])
+        .arg(&capture)
+        .output()
+        .expect("netobs replay");
+    let tcpdump_count = |filter: &str| -> u64 {
+        let out = std::process::Command::new("tcpdump")
+            .args(["--count", "-r"])
+            .arg(&capture)
+            .arg(filter)
+            .output()
+            .expect("tcpdump --count");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (all, vxlan) = (tcpdump_count(""), tcpdump_count("udp dst port 4789"));
+    let _ = std::fs::remove_file(&capture);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&replay.stdout).expect("replay JSON");
+    eprintln!("replayed the manager's capture: {all} packets, {vxlan} VXLAN");
+    assert!(vxlan > 0, "the capture holds the overlay traffic");
+    assert_eq!(r["packets"], all, "{r}");
+    assert_eq!(r["classes"]["vxlan"], vxlan, "as tcpdump reads it: {r}");
+    assert_eq!(r["classes"]["malformed"], 0, "{r}");
+    assert_eq!(r["http"]["requests"], REQUESTS, "{r}");
+    assert_eq!(r["vnis"][&vni], vxlan, "all of it on backend: {r}");
 
     // `netobs services web` from both sides: what `drill tasks.web` would
     // say, and the requests that reached the task.
