@@ -389,19 +389,26 @@ fn missing_capabilities_are_named_in_one_line() {
 }
 
 #[test]
-fn flows_without_an_agent_says_how_to_start_one() {
-    // Nothing listens on port 1 of loopback; no privileges needed.
-    let out = Command::new(env!("CARGO_BIN_EXE_netobs"))
-        .args(["flows", "--agent", "127.0.0.1:1"])
-        .output()
-        .expect("running netobs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().filter(|l| !l.is_empty()).count(), 1, "{err}");
-    assert!(
-        err.contains("no netobs agent answers at 127.0.0.1:1") && err.contains("netobs run"),
-        "{err}"
-    );
+fn the_cli_without_an_agent_says_how_to_start_one() {
+    // Nothing listens on port 1 of loopback; no privileges needed. The
+    // audit's "could not run" is its exit status 2.
+    for (cmd, code) in [("flows", 1), ("services", 1), ("audit", 2)] {
+        let out = Command::new(env!("CARGO_BIN_EXE_netobs"))
+            .args([cmd, "--agent", "127.0.0.1:1"])
+            .output()
+            .expect("running netobs");
+        assert_eq!(out.status.code(), Some(code), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.lines().filter(|l| !l.is_empty()).count(),
+            1,
+            "{cmd}: {err}"
+        );
+        assert!(
+            err.contains("no netobs agent answers at 127.0.0.1:1") && err.contains("netobs run"),
+            "{cmd}: {err}"
+        );
+    }
 }
 
 /// SIGKILL gives the agent no chance to clean up: its attachments are
