@@ -131,6 +131,13 @@ fn report(args: &AuditArgs) -> Result<Report> {
 
 fn text(r: &Report) -> String {
     let mut out = String::new();
+    if r.networks.is_empty() {
+        let _ = writeln!(
+            out,
+            "no overlay networks on this node (is it part of a swarm, with tasks on overlay \
+             networks?)"
+        );
+    }
     for n in &r.networks {
         let vnis: Vec<String> = n.vnis.iter().map(u32::to_string).collect();
         let status = match n.status {
@@ -262,4 +269,24 @@ pub fn audit(args: AuditArgs) -> Result<ExitCode> {
         print!("{}", text(&r));
     }
     Ok(ExitCode::from(r.exit_code()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_without_overlay_networks_says_so() {
+        let r = Report {
+            data_path_port: 4789,
+            data_path_port_from: "default",
+            require_encryption: "all".into(),
+            networks: Vec::new(),
+            esp: Vec::new(),
+            findings: Vec::new(),
+        };
+        let t = text(&r);
+        assert!(t.starts_with("no overlay networks on this node"), "{t}");
+        assert_eq!(r.exit_code(), 0);
+    }
 }
