@@ -16,6 +16,8 @@ const NLMSG_DONE: u16 = 3;
 pub const NLM_F_REQUEST: u16 = 1;
 pub const NLM_F_ACK: u16 = 4;
 pub const NLM_F_DUMP: u16 = 0x300;
+/// The dump was interrupted by a change: its content is inconsistent.
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLMSG_HDRLEN: usize = 16;
 
 pub struct Socket {
@@ -97,9 +99,17 @@ impl Socket {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            // MSG_TRUNC: the datagram's real length, to notice one that
+            // did not fit.
             // SAFETY: a valid socket and buffer.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                )
+            };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -109,27 +119,42 @@ impl Socket {
                     "netlink socket closed",
                 ));
             }
+            if n as usize > buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "netlink answer larger than the buffer",
+                ));
+            }
             let mut msgs = &buf[..n as usize];
             while msgs.len() >= NLMSG_HDRLEN {
                 let len = u32::from_ne_bytes([msgs[0], msgs[1], msgs[2], msgs[3]]) as usize;
                 let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
+                let flags = u16::from_ne_bytes([msgs[6], msgs[7]]);
                 if len < NLMSG_HDRLEN || len > msgs.len() {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "bad netlink message",
                     ));
                 }
+                if flags & NLM_F_DUMP_INTR != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "the kernel's table changed during the dump: ask again",
+                    ));
+                }
                 match kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
+                    // Both carry an errno after the header: 0 for success
+                    // (an acknowledgement, a complete dump), negative when
+                    // the request or the dump failed part way.
+                    NLMSG_DONE | NLMSG_ERROR => {
                         let code = msgs
                             .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
                             .and_then(|b| b.try_into().ok())
                             .map_or(0, i32::from_ne_bytes);
-                        if code == 0 {
-                            return Ok(out);
+                        if code < 0 {
+                            return Err(io::Error::from_raw_os_error(-code));
                         }
-                        return Err(io::Error::from_raw_os_error(-code));
+                        return Ok(out);
                     }
                     k if k == want => out.push(msgs[NLMSG_HDRLEN..len].to_vec()),
                     _ => {}

@@ -70,11 +70,26 @@ const KEEP: [caps::Capability; 3] = [
     caps::Capability::CAP_PERFMON,
 ];
 
-/// Drops every capability but `KEEP` from this thread (the agent runs on
-/// one; threads started later inherit the reduced sets). Returns the names
-/// of the capabilities kept.
+/// How long an idle blocking thread of the agent's runtime lives.
+pub const THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count())
+}
+
+/// Drops every capability but `KEEP` from this thread, once it is the
+/// process's only one (capsets are per thread; threads started later
+/// inherit the reduced sets). Returns the names of the capabilities kept.
 pub fn drop_extra() -> Result<Vec<String>, caps::errors::CapsError> {
     use caps::{CapSet, Capability, CapsHashSet};
+    let deadline = std::time::Instant::now() + 10 * THREAD_KEEP_ALIVE;
+    while threads() > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(THREAD_KEEP_ALIVE / 10);
+    }
+    let others = threads().saturating_sub(1);
+    if others > 0 {
+        log::warn!("{others} other threads keep their capabilities: they started before the drop");
+    }
     let supported = caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::all());
     let mut keep: CapsHashSet = KEEP
         .iter()
@@ -95,7 +110,7 @@ pub fn drop_extra() -> Result<Vec<String>, caps::errors::CapsError> {
     let keep: CapsHashSet = keep.intersection(&have).copied().collect();
     // The bounding set first: dropping from it takes CAP_SETPCAP, which
     // goes with the rest just after.
-    if have.contains(&Capability::CAP_SETPCAP) {
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
         for c in supported.iter().filter(|c| !keep.contains(c)) {
             caps::drop(None, CapSet::Bounding, *c)?;
         }

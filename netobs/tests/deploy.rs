@@ -11,8 +11,8 @@ use std::{
 };
 
 use netobs_tests::{
-    link, netns::Netns, prom::metric, require_root, swarm::DockerNode, traffic::http_get,
-    traffic::udp_send,
+    link, netns::Netns, prom::metric, require_root, swarm::DockerNode, tmp::TempPath,
+    traffic::http_get, traffic::udp_send,
 };
 
 fn root() -> &'static Path {
@@ -44,6 +44,7 @@ fn the_stack_file_is_valid_and_grants_no_more_than_needed() {
         .args(["stack", "config", "-c"])
         .arg(root().join("deploy/netobs-stack.yml"))
         .env("NETOBS_IFACE", "eth0")
+        .env("GRAFANA_ADMIN_PASSWORD", "test")
         .current_dir(root())
         .output()
         .expect("running docker (apt-get install docker.io)");
@@ -88,8 +89,9 @@ fn the_systemd_unit_verifies() {
     assert!(unit.contains("CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON"));
     // Verified against the binary just built, where the unit expects the
     // installed one.
-    let dir = std::env::temp_dir().join(format!("netobs-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tmp = TempPath::new("unit");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir).expect("temp dir");
     let path = dir.join("netobs.service");
     std::fs::write(
         &path,
@@ -101,7 +103,6 @@ fn the_systemd_unit_verifies() {
         .arg(&path)
         .output()
         .expect("systemd-analyze");
-    let _ = std::fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.trim().is_empty(), "{err}");
 }
@@ -191,7 +192,8 @@ fn the_image_runs_the_agent_with_only_its_three_capabilities() {
     }
 
     let node = DockerNode::start(&host, "image").expect("dockerd");
-    let dir = std::env::temp_dir().join(format!("netobs-image-{}", std::process::id()));
+    let tmp = TempPath::new("image");
+    let dir = tmp.path();
     let context = dir.join("context");
     std::fs::create_dir_all(context.join("target/release")).expect("build context");
     let binary = env!("CARGO_BIN_EXE_netobs");
@@ -212,7 +214,6 @@ fn the_image_runs_the_agent_with_only_its_three_capabilities() {
         "netobs:test",
         &context.to_string_lossy(),
     ]);
-    let _ = std::fs::remove_dir_all(&dir);
     built.expect("docker build -f deploy/Dockerfile");
 
     // As the stack file runs it: host network, every capability dropped

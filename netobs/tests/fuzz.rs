@@ -11,7 +11,7 @@
 //! `NETOBS_FUZZ_PACKETS` (default 20,000, `cargo xtask fuzz` runs millions)
 //! and `NETOBS_FUZZ_SEED` (default fixed; printed on failure) choose the
 //! run.
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use netobs::{
     capture::Capture,
@@ -25,6 +25,7 @@ use netobs_common::{counter_index, Class, Direction, Event};
 use netobs_tests::{
     packets::{self, Net},
     require_root,
+    tmp::TempPath,
 };
 use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
@@ -285,15 +286,6 @@ fn event_records_of_any_shape_decode_or_are_refused() {
     }
 }
 
-/// A capture file removed when the test ends, pass or fail.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn valid_captures() -> (Vec<u8>, Vec<u8>) {
     let frames = seeds();
     let mut pcap = Vec::new();
@@ -340,8 +332,8 @@ fn valid_captures() -> (Vec<u8>, Vec<u8>) {
 fn mutated_capture_files_give_frames_or_one_error() {
     let mut rng = Rng(env_u64("NETOBS_FUZZ_SEED", 11));
     let (pcap, ng) = valid_captures();
-    let path = std::env::temp_dir().join(format!("netobs-fuzz-{}.cap", std::process::id()));
-    let _cleanup = TempFile(path.clone());
+    let tmp = TempPath::new("fuzz.cap");
+    let path = tmp.path();
     for n in 0..2000 {
         let base = if n % 2 == 0 { &pcap } else { &ng };
         let mut bytes = base.clone();
@@ -363,8 +355,8 @@ fn mutated_capture_files_give_frames_or_one_error() {
                 bytes[i] = rng.next() as u8;
             }
         }
-        std::fs::write(&path, &bytes).expect("writing the capture");
-        let Ok(mut cap) = Capture::open(&path) else {
+        std::fs::write(path, &bytes).expect("writing the capture");
+        let Ok(mut cap) = Capture::open(path) else {
             continue;
         };
         let (mut frames, mut errors) = (0u64, 0u64);

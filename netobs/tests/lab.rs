@@ -19,6 +19,7 @@ use netobs_tests::{
     netns::Netns,
     packets::{self, Net},
     require_root,
+    tmp::TempPath,
     traffic::{http_get, http_request, udp_send, HttpServer},
 };
 use serde_json::Value;
@@ -718,13 +719,13 @@ fn pinned_counters_survive_an_agent_restart() {
 #[test]
 fn pinning_outside_a_bpf_filesystem_is_one_clear_line() {
     require_root!();
-    let dir = std::env::temp_dir().join(format!("netobs-not-bpffs-{}", std::process::id()));
+    let tmp = TempPath::new("not-bpffs");
+    let dir = tmp.path();
     let out = Command::new(env!("CARGO_BIN_EXE_netobs"))
         .args(["run", "--iface", "lo", "--no-docker", "--pin"])
-        .arg(&dir)
+        .arg(dir)
         .output()
         .expect("running netobs");
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err

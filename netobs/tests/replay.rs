@@ -1,16 +1,12 @@
 //! `netobs replay` end to end: captures written here, replayed by the real
 //! binary, counts checked against what was written and against tcpdump's own
 //! decoding of the same file.
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{fs::File, path::Path, process::Command, time::Duration};
 
 use netobs_tests::{
     packets::{self, Net},
     require_root,
+    tmp::TempPath,
 };
 use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
@@ -18,36 +14,21 @@ use pcap_file::{
 };
 use serde_json::Value;
 
-/// A capture file that is removed when the test ends, pass or fail.
-struct TempCapture(PathBuf);
-
-impl TempCapture {
-    fn write(name: &str, link: DataLink, frames: &[Vec<u8>]) -> TempCapture {
-        let path =
-            std::env::temp_dir().join(format!("netobs-test-{}-{name}.pcap", std::process::id()));
-        let file = File::create(&path).expect("creating the capture");
-        let header = PcapHeader {
-            datalink: link,
-            ..PcapHeader::default()
-        };
-        let mut w = PcapWriter::with_header(file, header).expect("pcap header");
-        for (i, f) in frames.iter().enumerate() {
-            let ts = Duration::from_micros(1_700_000_000_000_000 + i as u64);
-            w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
-                .expect("pcap record");
-        }
-        TempCapture(path)
+/// A capture file the test writes, removed when the test ends.
+fn write_capture(name: &str, link: DataLink, frames: &[Vec<u8>]) -> TempPath {
+    let cap = TempPath::new(&format!("test-{name}.pcap"));
+    let file = File::create(cap.path()).expect("creating the capture");
+    let header = PcapHeader {
+        datalink: link,
+        ..PcapHeader::default()
+    };
+    let mut w = PcapWriter::with_header(file, header).expect("pcap header");
+    for (i, f) in frames.iter().enumerate() {
+        let ts = Duration::from_micros(1_700_000_000_000_000 + i as u64);
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+            .expect("pcap record");
     }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempCapture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    cap
 }
 
 fn netobs() -> Command {
@@ -139,7 +120,7 @@ fn clean_traffic() -> Vec<Vec<u8>> {
 #[test]
 fn replay_counts_match_construction_and_tcpdump() {
     require_root!();
-    let cap = TempCapture::write("clean", DataLink::ETHERNET, &clean_traffic());
+    let cap = write_capture("clean", DataLink::ETHERNET, &clean_traffic());
     let r = replay_json(cap.path(), &[]);
     assert_eq!(r["packets"], 31);
     assert_eq!(r["classes"]["vxlan"], 16);
@@ -184,7 +165,7 @@ fn replay_counts_malformed_packets_and_other_link_types() {
     frames.push(no_i);
     frames.push(packets::udp(&Net::nodes(), 1, 4789, &[8, 0, 0]));
     frames.push(vec![0u8; 9]);
-    let cap = TempCapture::write("mixed", DataLink::ETHERNET, &frames);
+    let cap = write_capture("mixed", DataLink::ETHERNET, &frames);
     let r = replay_json(cap.path(), &[]);
     assert_eq!(r["packets"], 35);
     assert_eq!(r["classes"]["malformed"], 4);
@@ -200,7 +181,7 @@ fn replay_counts_malformed_packets_and_other_link_types() {
             rec
         })
         .collect();
-    let cap = TempCapture::write("sll", DataLink::LINUX_SLL, &sll);
+    let cap = write_capture("sll", DataLink::LINUX_SLL, &sll);
     let r = replay_json(cap.path(), &[]);
     assert_eq!(
         (r["classes"]["vxlan"].as_u64(), r["classes"]["esp"].as_u64()),
@@ -208,7 +189,7 @@ fn replay_counts_malformed_packets_and_other_link_types() {
     );
 
     // 802.11 frames are not guessed at: counted as skipped.
-    let cap = TempCapture::write(
+    let cap = write_capture(
         "wifi",
         DataLink::IEEE802_11,
         &[vec![0u8; 40], vec![0u8; 40]],
@@ -231,7 +212,7 @@ fn replay_honours_data_path_ports_and_patterns() {
         packets::vxlan(&Net::nodes(), 7789, 11, &inner),
         packets::vxlan(&Net::nodes(), 4789, 12, &inner),
     ];
-    let cap = TempCapture::write("ports", DataLink::ETHERNET, &frames);
+    let cap = write_capture("ports", DataLink::ETHERNET, &frames);
     let r = replay_json(
         cap.path(),
         &["--data-path-port", "7789", "--pattern", "login"],
@@ -261,10 +242,9 @@ fn bad_captures_get_one_line_errors() {
     let missing = dir.join("netobs-test-does-not-exist.pcap");
     assert!(run(&missing).contains("cannot open"));
 
-    let junk = dir.join(format!("netobs-test-{}-junk.pcap", std::process::id()));
-    std::fs::write(&junk, b"this is not a capture at all").expect("writing junk");
-    let err = run(&junk);
-    let _ = std::fs::remove_file(&junk);
+    let junk = TempPath::new("test-junk.pcap");
+    std::fs::write(junk.path(), b"this is not a capture at all").expect("writing junk");
+    let err = run(junk.path());
     assert!(err.contains("not a pcap or pcapng"), "{err}");
 }
 
@@ -295,14 +275,14 @@ fn huge_length_captures() -> [(&'static str, Vec<u8>); 2] {
 #[test]
 fn huge_lengths_in_a_capture_are_an_error_not_an_allocation() {
     for (kind, bytes) in huge_length_captures() {
-        let path =
-            std::env::temp_dir().join(format!("netobs-test-{}-huge.{kind}", std::process::id()));
-        std::fs::write(&path, &bytes).expect("writing the capture");
+        let tmp = TempPath::new(&format!("test-huge.{kind}"));
+        let path = tmp.path();
+        std::fs::write(path, &bytes).expect("writing the capture");
         // Reaped below with wait4, which also gives its peak memory.
         #[allow(clippy::zombie_processes)]
         let child = netobs()
             .arg("replay")
-            .arg(&path)
+            .arg(path)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -312,7 +292,6 @@ fn huge_lengths_in_a_capture_are_an_error_not_an_allocation() {
         // SAFETY: zeroed rusage is valid; pid is our unreaped child.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        let _ = std::fs::remove_file(&path);
         assert_eq!(reaped, pid);
         let mut err = String::new();
         use std::io::Read;
@@ -333,7 +312,7 @@ fn huge_lengths_in_a_capture_are_an_error_not_an_allocation() {
 #[test]
 fn truncated_capture_reports_damage_after_the_good_records() {
     require_root!();
-    let cap = TempCapture::write("truncated", DataLink::ETHERNET, &clean_traffic());
+    let cap = write_capture("truncated", DataLink::ETHERNET, &clean_traffic());
     let bytes = std::fs::read(cap.path()).expect("reading capture");
     std::fs::write(cap.path(), &bytes[..bytes.len() - 30]).expect("truncating capture");
     let out = netobs()

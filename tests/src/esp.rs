@@ -153,6 +153,35 @@ impl EspInjector {
     }
 }
 
+/// Whether this kernel can hold an AES-GCM ESP state, as Docker's
+/// encrypted overlay needs (the machines these tests were written on
+/// cannot): asked of a throw-away namespace's kernel.
+pub fn kernel_has_esp() -> bool {
+    let Ok(ns) = Netns::new("esp-probe") else {
+        return false;
+    };
+    ns.ip(&[
+        "xfrm",
+        "state",
+        "add",
+        "src",
+        "10.0.0.1",
+        "dst",
+        "10.0.0.2",
+        "proto",
+        "esp",
+        "spi",
+        "0x100",
+        "mode",
+        "transport",
+        "aead",
+        "rfc4106(gcm(aes))",
+        "0x0102030405060708090a0b0c0d0e0f1011121314",
+        "128",
+    ])
+    .is_ok()
+}
+
 impl Drop for EspInjector {
     fn drop(&mut self) {
         // SAFETY: our own descriptor, closed once.

@@ -9,4 +9,5 @@ pub mod packets;
 pub mod privilege;
 pub mod prom;
 pub mod swarm;
+pub mod tmp;
 pub mod traffic;

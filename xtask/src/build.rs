@@ -58,9 +58,7 @@ pub fn ebpf_cargo(subcommand: &str) -> std::process::Command {
 /// Builds the eBPF object; returns its path.
 pub fn ebpf(debug_log: bool) -> Result<PathBuf> {
     let root = root();
-    if !setup::complete() {
-        setup::run(&setup::SetupArgs::default())?;
-    }
+    setup::ensure(true)?;
     let mut c = ebpf_cargo("build");
     if debug_log {
         c.args(["--features", "debug-log"]);

@@ -48,15 +48,18 @@ pub fn root() -> PathBuf {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Building installs only what building needs; the lab's tools (docker,
+    // prometheus, tcpdump...) come with the tasks that use them.
+    let lab = |f: &dyn Fn() -> Result<()>| setup::ensure(false).and_then(|()| f());
     let result: Result<()> = match cli.task {
         Task::Setup(a) => setup::run(&a),
         Task::Build(a) => build::run(&a).map(drop),
         Task::Lint => test::lint(),
-        Task::Test(a) => test::run(&a),
-        Task::Demo(a) => demo::run(&a),
-        Task::Fixtures => fixtures::run(),
-        Task::Bench => bench::run(),
-        Task::Fuzz(a) => fuzz::run(&a),
+        Task::Test(a) => lab(&|| test::run(&a)),
+        Task::Demo(a) => lab(&|| demo::run(&a)),
+        Task::Fixtures => lab(&fixtures::run),
+        Task::Bench => lab(&bench::run),
+        Task::Fuzz(a) => lab(&|| fuzz::run(&a)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,7 +8,12 @@ use clap::Args;
 
 use crate::cmd;
 
-/// Debian packages the tests, the demo and the benchmarks use.
+/// Debian packages building needs (with the LLVM ones, by version).
+const BUILD_PACKAGES: &[&str] = &["build-essential", "ca-certificates"];
+
+/// Debian packages the tests, the demo and the benchmarks use: none of them
+/// belongs on a production node (docker.io would fight a Docker CE
+/// install), which is why building alone does not install them.
 pub const PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -25,8 +30,6 @@ pub const PACKAGES: &[&str] = &[
     "curl",
     "busybox-static",
     "libcap2-bin",
-    "ca-certificates",
-    "build-essential",
 ];
 
 #[derive(Args, Default)]
@@ -34,6 +37,10 @@ pub struct SetupArgs {
     /// Only report what is missing; exit non-zero if anything is
     #[arg(long)]
     pub check: bool,
+    /// Only what building needs (toolchain, LLVM, bpf-linker), not the
+    /// test lab's packages: for a build machine or a node
+    #[arg(long)]
+    pub build_only: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -95,9 +102,12 @@ fn bpf_linker_ok(major: u32) -> bool {
     ok
 }
 
-fn missing(major: Option<u32>) -> Vec<Missing> {
+fn missing(major: Option<u32>, build_only: bool) -> Vec<Missing> {
     let mut m = Vec::new();
-    let mut pkgs: Vec<String> = PACKAGES.iter().map(|s| s.to_string()).collect();
+    let mut pkgs: Vec<String> = BUILD_PACKAGES.iter().map(|s| s.to_string()).collect();
+    if !build_only {
+        pkgs.extend(PACKAGES.iter().map(|s| s.to_string()));
+    }
     if let Some(n) = major {
         pkgs.extend([
             format!("llvm-{n}-dev"),
@@ -130,15 +140,22 @@ fn missing(major: Option<u32>) -> Vec<Missing> {
         }
     }
     // `cargo deny` without the plugin starts cargo fine and fails.
-    if cmd::stdout(Command::new("cargo").args(["deny", "--version"])).is_err() {
+    if !build_only && cmd::stdout(Command::new("cargo").args(["deny", "--version"])).is_err() {
         m.push(Missing::CargoDeny);
     }
     m
 }
 
-/// True when nothing is missing (cheap; used before every build).
-pub fn complete() -> bool {
-    llvm_major().is_ok_and(|n| missing(Some(n)).is_empty())
+/// Installs what is missing for building (`build_only`) or for everything
+/// (tests, demo, benchmarks); cheap when nothing is.
+pub fn ensure(build_only: bool) -> Result<()> {
+    if llvm_major().is_ok_and(|n| missing(Some(n), build_only).is_empty()) {
+        return Ok(());
+    }
+    run(&SetupArgs {
+        check: false,
+        build_only,
+    })
 }
 
 fn require_debian_root() -> Result<()> {
@@ -160,7 +177,7 @@ fn require_debian_root() -> Result<()> {
 
 pub fn run(args: &SetupArgs) -> Result<()> {
     let major = llvm_major().ok();
-    let todo = missing(major);
+    let todo = missing(major, args.build_only);
     if args.check {
         for m in &todo {
             eprintln!("missing: {m:?}");

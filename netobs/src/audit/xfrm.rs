@@ -193,6 +193,17 @@ fn policy(body: &[u8]) -> Option<Policy> {
 
 /// The kernel's IPsec states and policies. Needs CAP_NET_ADMIN.
 pub fn read() -> io::Result<Xfrm> {
+    // A dump the kernel's tables changed under is asked for again.
+    let mut tries = 0;
+    loop {
+        match read_once() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && tries < 3 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+fn read_once() -> io::Result<Xfrm> {
     let sock = Socket::open(NETLINK_XFRM)?;
     let states = sock
         .request(XFRM_MSG_GETSA, NLM_F_DUMP, &[], XFRM_MSG_NEWSA)?

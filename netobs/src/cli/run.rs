@@ -101,6 +101,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Capabilities are per thread: a blocking-pool thread (a DNS lookup
+        // for a tcp:// Docker host) must be gone before they are dropped,
+        // or it keeps them all.
+        .thread_keep_alive(crate::privileges::THREAD_KEEP_ALIVE)
         .build()
         .context("starting the async runtime")?;
     rt.block_on(agent::run(cfg))?;

@@ -129,9 +129,16 @@ impl Drop for Attachment {
             // aya has no call to delete a qdisc. By index, not name: an
             // interface deleted and created again under the same name has
             // a new index, and its new qdisc is not ours. Gone with its
-            // interface (ENODEV) or already removed (ENOENT) is fine.
+            // interface (ENODEV), or already removed by someone else (the
+            // kernel then finds a handle-less placeholder, EINVAL, or no
+            // ingress queue at all, ENOENT) is fine.
             match crate::netlink::delete_clsact(self.ifindex) {
-                Err(e) if !matches!(e.raw_os_error(), Some(libc::ENODEV | libc::ENOENT)) => {
+                Err(e)
+                    if !matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENODEV | libc::ENOENT | libc::EINVAL)
+                    ) =>
+                {
                     log::warn!(
                         "could not remove the clsact qdisc netobs added to {} ({e}): \
                      remove it with `tc qdisc del dev {} clsact`",
