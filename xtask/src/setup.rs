@@ -1,7 +1,11 @@
 //! Installs, only where missing, what building and testing netobs need:
 //! Debian packages, the nightly toolchain with rust-src, the LLVM that
 //! nightly uses and bpf-linker built against it.
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU8, Ordering},
+};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -146,16 +150,26 @@ fn missing(major: Option<u32>, build_only: bool) -> Vec<Missing> {
     m
 }
 
+/// The widest scope `ensure` has made complete in this process: 1 building,
+/// 2 everything. A task builds several times (test: build, then lint);
+/// the checks need not run again.
+static ENSURED: AtomicU8 = AtomicU8::new(0);
+
 /// Installs what is missing for building (`build_only`) or for everything
 /// (tests, demo, benchmarks); cheap when nothing is.
 pub fn ensure(build_only: bool) -> Result<()> {
-    if llvm_major().is_ok_and(|n| missing(Some(n), build_only).is_empty()) {
+    let scope = if build_only { 1 } else { 2 };
+    if ENSURED.load(Ordering::Relaxed) >= scope {
         return Ok(());
     }
-    run(&SetupArgs {
-        check: false,
-        build_only,
-    })
+    if !llvm_major().is_ok_and(|n| missing(Some(n), build_only).is_empty()) {
+        run(&SetupArgs {
+            check: false,
+            build_only,
+        })?;
+    }
+    ENSURED.fetch_max(scope, Ordering::Relaxed);
+    Ok(())
 }
 
 fn require_debian_root() -> Result<()> {
