@@ -153,13 +153,11 @@ pub struct Poller {
     grace: std::time::Duration,
     max_groups: usize,
     data_path: (Vec<u16>, &'static str),
-    require_encryption: String,
 }
 
 impl Poller {
     pub fn new(metrics: Metrics, alerts: Alerts, grace: std::time::Duration) -> Poller {
         let max_groups = metrics.max_series();
-        let require_encryption = alerts.policy().to_string();
         Poller {
             agg: Aggregator::default(),
             metrics,
@@ -170,7 +168,6 @@ impl Poller {
             grace,
             max_groups,
             data_path: (Vec::new(), ""),
-            require_encryption,
         }
     }
 
@@ -250,7 +247,7 @@ impl Poller {
                 docker_up: inv.docker_up,
                 data_path_ports: self.data_path.0.clone(),
                 data_path_port_from: self.data_path.1,
-                require_encryption: self.require_encryption.clone(),
+                require_encryption: self.alerts.policy().to_string(),
             },
             alerts,
         };
