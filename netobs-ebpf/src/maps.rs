@@ -6,8 +6,8 @@ use aya_ebpf::{
     Global,
 };
 use netobs_common::{
-    Config, Counter, FlowKey, FlowStats, MatcherEntry, RateLimit, COUNTER_SLOTS, MAX_IFINDEX,
-    PAYLOAD_SCAN_LEN, STAT_COUNT,
+    CacheSlot, Config, Counter, FlowKey, FlowStats, MatcherEntry, RateLimit, COUNTER_SLOTS,
+    DEFAULT_FLOW_CACHE_SLOTS, MAX_IFINDEX, PAYLOAD_SCAN_LEN, STAT_COUNT,
 };
 
 #[unsafe(no_mangle)]
@@ -26,8 +26,23 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT as
 #[map]
 pub static IFACE_SLOTS: Array<u32> = Array::with_max_entries(MAX_IFINDEX, 0);
 
+/// The shared flow table: every flow the cache has seen, with the counts
+/// its slots flushed. Touched when a flow is new to a CPU's cache, never on
+/// a cache hit.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Per-CPU exact-match flow cache in front of `FLOWS` (Open vSwitch's
+/// microflow cache): indexed by `FlowKey::cache_hash`, plain adds. One
+/// slot more than the cache has: the bypass slot (see `record::take`). The
+/// agent resizes it at load.
+#[map]
+pub static FLOW_CACHE: PerCpuArray<CacheSlot> =
+    PerCpuArray::with_max_entries(DEFAULT_FLOW_CACHE_SLOTS + 1, 0);
+
+/// `[0]`: `netobs_common::CACHE_CTL_READING` while the agent reads.
+#[map]
+pub static CACHE_CTL: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
@@ -41,12 +56,38 @@ pub struct Scratch {
     pub payload: [u8; PAYLOAD_SCAN_LEN],
     /// See `verifier::widen`.
     pub offset: u32,
+    /// See `verifier::forget`.
+    pub index: u32,
+    /// The packet's flow key, built by the parser.
+    pub key: FlowKey,
 }
 
-/// Payload bytes copied out of the packet for the pattern scan; too big for
-/// the 512-byte stack next to a flow key.
+/// Payload bytes copied out of the packet for the pattern scan, and the
+/// flow key: too big for the 512-byte stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static RATE: PerCpuArray<RateLimit> = PerCpuArray::with_max_entries(1, 0);
+
+/// The flow key of the packet being handled, in this CPU's scratch space.
+#[inline(always)]
+pub fn scratch_key() -> Option<&'static mut core::mem::MaybeUninit<FlowKey>> {
+    let s = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch value, used by one program run at a time;
+    // MaybeUninit<FlowKey> has FlowKey's layout.
+    Some(unsafe { &mut *(&raw mut (*s).key as *mut core::mem::MaybeUninit<FlowKey>) })
+}
+
+/// `CONFIG.flags` alone: `Global::load` reads the whole record (volatile),
+/// a dozen loads where one is needed.
+#[inline(always)]
+pub fn config_flags() -> u8 {
+    // SAFETY: Global<T> is a transparent MaybeUninit<T>, initialised (the
+    // loader writes it before the programs load); volatile so the loaded
+    // value, not the compile-time default, is read.
+    unsafe {
+        let c = &CONFIG as *const Global<Config> as *const Config;
+        core::ptr::read_volatile(&raw const (*c).flags)
+    }
+}

@@ -33,3 +33,20 @@ pub unsafe fn copy<T>(dst: *mut T, src: *const T) {
         unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) };
     }
 }
+
+/// Whether two keys are equal: one branch, not one per word.
+///
+/// # Safety
+/// `a` must be valid and 4-byte aligned. Both are read 4 bytes at a time:
+/// a stack key is 4-aligned, and the verifier wants aligned stack reads.
+#[inline(always)]
+pub unsafe fn same_key(a: *const netobs_common::FlowKey, b: &netobs_common::FlowKey) -> bool {
+    let x = a as *const u32;
+    let y = b.words();
+    let mut diff = 0u32;
+    for (i, w) in y.iter().enumerate() {
+        // SAFETY: within both keys.
+        diff |= unsafe { read_volatile(x.add(i)) } ^ *w;
+    }
+    diff == 0
+}

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use netobs_common::{CONFIG_FLAG_REPLAY, REPLAY_CB_LEN, REPLAY_CB_TS_HI, REPLAY_CB_TS_LO};
 
-use crate::maps::CONFIG;
+use crate::maps::config_flags;
 
 /// Below this many linear bytes even the outer headers are paged, and the
 /// skb is pulled. Above it nothing is pulled: the stack and GRO keep headers
@@ -90,7 +90,7 @@ fn coarse_now() -> u64 {
 
 #[inline(always)]
 fn replay() -> bool {
-    CONFIG.load().flags & CONFIG_FLAG_REPLAY != 0
+    config_flags() & CONFIG_FLAG_REPLAY != 0
 }
 
 /// `ptr + n > data_end`, kept in that shape: for n = 1 LLVM would rewrite it

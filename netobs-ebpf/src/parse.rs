@@ -7,9 +7,8 @@ use netobs_common::{
     MAX_DATA_PATH_PORTS,
 };
 
-use core::mem::MaybeUninit;
-
 use crate::{
+    maps::scratch_key,
     mem,
     packet::{Hdr, Packet},
     verifier::widen,
@@ -65,27 +64,18 @@ fn need<P: Packet, const N: usize>(pkt: &P, off: usize, end: usize) -> Step<Hdr>
     pkt.at::<N>(off).ok_or(Class::Malformed)
 }
 
-/// Returns the class; for `Vxlan` and `Esp` the key is initialised with
-/// addresses, VNI or SPI and inner tuple (and left untouched otherwise).
+/// Returns the class; for `Vxlan` and `Esp` the key in `maps::scratch_key`
+/// is initialised with addresses, VNI or SPI and inner tuple (and left
+/// untouched otherwise).
 #[inline(always)]
-pub fn classify<P: Packet>(
-    pkt: &P,
-    cfg: &Config,
-    key: &mut MaybeUninit<FlowKey>,
-    meta: &mut Meta,
-) -> Class {
-    match outer(pkt, cfg, key, meta) {
+pub fn classify<P: Packet>(pkt: &P, cfg: &Config, meta: &mut Meta) -> Class {
+    match outer(pkt, cfg, meta) {
         Ok(class) | Err(class) => class,
     }
 }
 
 #[inline(always)]
-fn outer<P: Packet>(
-    pkt: &P,
-    cfg: &Config,
-    key: &mut MaybeUninit<FlowKey>,
-    meta: &mut Meta,
-) -> Step<Class> {
+fn outer<P: Packet>(pkt: &P, cfg: &Config, meta: &mut Meta) -> Step<Class> {
     let len = pkt.len();
     let (ethertype, l3) = ethernet(pkt, 0, len, 2)?;
     let ip = match ethertype {
@@ -97,7 +87,8 @@ fn outer<P: Packet>(
         return Err(Class::Other);
     }
     // Only overlay candidates get a key: the common, non-overlay packet
-    // never pays for zeroing 84 bytes.
+    // never pays for looking up the scratch space or zeroing 84 bytes.
+    let key = scratch_key().ok_or(Class::Other)?;
     // SAFETY: zeroed, a FlowKey is valid (plain integers).
     let key = unsafe {
         mem::zero(key.as_mut_ptr());

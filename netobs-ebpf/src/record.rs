@@ -1,24 +1,27 @@
 //! What a classified packet leaves behind: a per-CPU counter always; for
-//! overlay packets a flow-table entry; for rare moments an event.
+//! overlay packets a count in this CPU's flow-cache slot (the shared flow
+//! table is touched only when a flow is new to the slot); for rare moments
+//! an event.
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
-
-use core::mem::MaybeUninit;
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_probe_read_kernel};
 use netobs_common::{
-    counter_index, Class, Config, Direction, Event, FlowKey, FlowStats, Stat,
-    CONFIG_FLAG_FULL_PATHS, CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS,
-    EVENT_HTTP_REQUEST, EVENT_NEW_FLOW, HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_IFACES,
-    MAX_PATTERNS, PAYLOAD_SCAN_LEN, SNIPPET_LEN,
+    counter_index, CacheSlot, Class, Config, Direction, Event, FlowKey, FlowStats, Stat,
+    CACHE_CTL_READING, CONFIG_FLAG_FULL_PATHS, CONFIG_FLAG_HTTP_EVENTS,
+    CONFIG_FLAG_NEW_FLOW_EVENTS, EVENT_HTTP_REQUEST, EVENT_NEW_FLOW, HTTP_METHOD_SLOTS,
+    HTTP_STATUS_CLASSES, MAX_IFACES, MAX_PATTERNS, PAYLOAD_SCAN_LEN, SNIPPET_LEN,
 };
 
 use crate::{
     http,
-    maps::{CONFIG, COUNTERS, EVENTS, FLOWS, IFACE_SLOTS, RATE, SCRATCH, STATS},
+    maps::{
+        scratch_key, CACHE_CTL, CONFIG, COUNTERS, EVENTS, FLOWS, FLOW_CACHE, IFACE_SLOTS, RATE,
+        SCRATCH, STATS,
+    },
     matcher, mem,
     packet::Packet,
     parse::{self, Meta},
-    verifier::widen,
+    verifier::{forget, widen},
 };
 
 /// `-EEXIST` from a `BPF_NOEXIST` insert.
@@ -27,14 +30,17 @@ const EEXIST: i32 = -17;
 #[inline(always)]
 pub fn observe<P: Packet>(pkt: &P, direction: Direction) -> Class {
     let cfg = CONFIG.load();
-    let mut key = MaybeUninit::<FlowKey>::uninit();
     let mut meta = Meta::default();
-    let class = parse::classify(pkt, &cfg, &mut key, &mut meta);
+    let class = parse::classify(pkt, &cfg, &mut meta);
     let packets = pkt.segments();
     let bytes = pkt.len() as u64;
     let ifindex = pkt.ifindex();
     count(ifindex, direction, class, packets, bytes);
     if class == Class::Vxlan || class == Class::Esp {
+        // The key is built in per-CPU scratch, not on the 512-byte stack.
+        let Some(key) = scratch_key() else {
+            return class;
+        };
         // SAFETY: classify initialises the key for these two classes.
         let key = unsafe { key.assume_init_mut() };
         key.ifindex = ifindex;
@@ -80,50 +86,42 @@ fn add32(p: *mut u32, v: u32) {
     unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, v) };
 }
 
+/// Counts the packet in this CPU's cache slot for the flow: plain adds, no
+/// shared cache line, no hashing of the long key into the shared table.
 #[inline(always)]
 fn flow<P: Packet>(pkt: &P, cfg: &Config, key: &FlowKey, meta: &Meta, packets: u64, bytes: u64) {
     let now = pkt.now();
-    let stats = match FLOWS.get_ptr_mut(key) {
-        Some(s) => s,
-        None => {
-            let mut fresh = MaybeUninit::<FlowStats>::uninit();
-            // SAFETY: zeroed FlowStats is valid; first_seen set after.
-            let fresh = unsafe {
-                mem::zero(fresh.as_mut_ptr());
-                fresh.assume_init_mut()
-            };
-            fresh.first_seen_ns = now;
-            match FLOWS.insert(key, fresh, BPF_NOEXIST as u64) {
-                Ok(()) => {
-                    stat(Stat::FlowsCreated);
-                    if key.class == Class::Vxlan as u8
-                        && cfg.flags & CONFIG_FLAG_NEW_FLOW_EVENTS != 0
-                    {
-                        new_flow_event(cfg, key, now);
-                    }
-                }
-                // Another CPU inserted it first: fall through to the update.
-                Err(EEXIST) => {}
-                Err(_) => {
-                    stat(Stat::FlowInsertFailed);
-                    return;
-                }
-            }
-            match FLOWS.get_ptr_mut(key) {
-                Some(s) => s,
-                None => {
-                    stat(Stat::FlowInsertFailed);
-                    return;
-                }
-            }
+    let index = key.cache_hash() & cfg.flow_cache_mask;
+    let Some(cached) = FLOW_CACHE.get_ptr_mut(index) else {
+        return;
+    };
+    // SAFETY: per-CPU value: only this CPU writes it, and programs do not
+    // nest on a CPU (all run with bottom halves disabled).
+    let hit = unsafe { (*cached).used != 0 && mem::same_key(&raw const (*cached).key, key) };
+    let index = if hit {
+        index
+    } else {
+        match take(cached, cfg, key, now) {
+            Some(i) => i,
+            None => return,
         }
     };
-    // SAFETY: stats points at a live flow-table value; counters are updated
-    // atomically, the rest are last-writer-wins hints.
+    // Hit, claim, flush and bypass leave different verifier states; looking
+    // the slot up again by a forgotten index gives the long payload code
+    // below one state to walk instead of four.
+    let index = forget(index);
+    let Some(slot) = FLOW_CACHE.get_ptr_mut(index) else {
+        return;
+    };
+    // SAFETY: slot is this CPU's slot holding `key`.
+    let stats = unsafe { &raw mut (*slot).stats };
     unsafe {
-        add64(&raw mut (*stats).packets, packets);
-        add64(&raw mut (*stats).bytes, bytes);
-        (*stats).last_seen_ns = now;
+        (*stats).packets += packets;
+        (*stats).bytes += bytes;
+        // Written only when it changes: the coarse clock moves once a tick.
+        if (*stats).last_seen_ns != now {
+            (*stats).last_seen_ns = now;
+        }
         if meta.esp_seq != 0 {
             (*stats).esp_seq = meta.esp_seq;
         }
@@ -136,6 +134,140 @@ fn flow<P: Packet>(pkt: &P, cfg: &Config, key: &FlowKey, meta: &Meta, packets: u
         // payload work is long, so it runs once for all of them.
         if let Some(off) = widen(meta.payload_off) {
             payload(pkt, cfg, key, off, meta, stats, now);
+        }
+    }
+    if index == bypass_index(cfg) {
+        flush(slot);
+    }
+}
+
+/// The slot after the cache's last: where a packet is counted when its own
+/// slot cannot be flushed (the agent is reading), to be flushed at once.
+#[inline(always)]
+fn bypass_index(cfg: &Config) -> u32 {
+    cfg.flow_cache_mask + 1
+}
+
+/// The slot index for a flow that missed in the cache: its cache slot,
+/// after the previous flow there was flushed into the shared table; or,
+/// while the agent is reading, the bypass slot.
+#[inline(always)]
+fn take(cached: *mut CacheSlot, cfg: &Config, key: &FlowKey, now: u64) -> Option<u32> {
+    let index = key.cache_hash() & cfg.flow_cache_mask;
+    // SAFETY: per-CPU cache slot.
+    if unsafe { (*cached).used } == 0 {
+        claim(cached, cfg, key, now);
+        return Some(index);
+    }
+    // The atomic add is a full barrier: the agent, which sets the reading
+    // flag and then waits for begun == ended on every CPU, either sees this
+    // collision as begun or this CPU sees the flag (datapath/read.rs).
+    if let Some(begun) = STATS.get_ptr_mut(Stat::CacheCollisionsBegun as u32) {
+        // SeqCst: the flag's load below must not move above the add.
+        // SAFETY: per-CPU STATS value.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(begun, 1) };
+    }
+    let reading = matches!(CACHE_CTL.get(0), Some(&CACHE_CTL_READING));
+    let out = if reading {
+        stat(Stat::CacheBypassed);
+        let b = FLOW_CACHE.get_ptr_mut(bypass_index(cfg))?;
+        claim(b, cfg, key, now);
+        bypass_index(cfg)
+    } else {
+        flush(cached);
+        stat(Stat::CacheFlushes);
+        claim(cached, cfg, key, now);
+        index
+    };
+    stat(Stat::CacheCollisionsEnded);
+    Some(out)
+}
+
+/// Makes `slot` hold `key` with zero counts, and makes sure the shared
+/// table knows the flow (a new flow is created there and announced).
+#[inline(always)]
+fn claim(slot: *mut CacheSlot, cfg: &Config, key: &FlowKey, now: u64) {
+    // SAFETY: per-CPU slot; `used` goes to 0 first and to 1 last, so a
+    // reader copying the slot never takes half a key for a flow.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*slot).used, 0);
+        mem::copy(&raw mut (*slot).key, key);
+        mem::zero(&raw mut (*slot).stats);
+        (*slot).stats.first_seen_ns = now;
+        core::ptr::write_volatile(&raw mut (*slot).used, 1);
+    }
+    // The zeroed counts double as the new table entry's value.
+    // SAFETY: slot is a live map value.
+    match unsafe { FLOWS.insert(&(*slot).key, &(*slot).stats, BPF_NOEXIST as u64) } {
+        Ok(()) => {
+            stat(Stat::FlowsCreated);
+            if key.class == Class::Vxlan as u8 && cfg.flags & CONFIG_FLAG_NEW_FLOW_EVENTS != 0 {
+                new_flow_event(cfg, key, now);
+            }
+        }
+        Err(EEXIST) => {}
+        // Counted; the slot keeps counting and the flush tries again.
+        Err(_) => stat(Stat::FlowInsertFailed),
+    }
+}
+
+/// Adds a slot's counts to the shared table (atomically: other CPUs flush
+/// the same flow). The caller reclaims or forgets the slot.
+#[inline(always)]
+fn flush(slot: *mut CacheSlot) {
+    // SAFETY: slot is a live per-CPU map value holding a flow.
+    unsafe {
+        let s = &raw const (*slot).stats;
+        let table = match FLOWS.get_ptr_mut(&(*slot).key) {
+            Some(t) => t,
+            // Evicted from the table since the claim: the slot's counts
+            // become the entry.
+            None => match FLOWS.insert(&(*slot).key, &*s, BPF_NOEXIST as u64) {
+                Ok(()) => {
+                    stat(Stat::FlowsReinserted);
+                    return;
+                }
+                Err(EEXIST) => match FLOWS.get_ptr_mut(&(*slot).key) {
+                    Some(t) => t,
+                    None => {
+                        stat(Stat::FlowInsertFailed);
+                        return;
+                    }
+                },
+                Err(_) => {
+                    stat(Stat::FlowInsertFailed);
+                    return;
+                }
+            },
+        };
+        add64(&raw mut (*table).packets, (*s).packets);
+        add64(&raw mut (*table).bytes, (*s).bytes);
+        if (*table).last_seen_ns < (*s).last_seen_ns {
+            (*table).last_seen_ns = (*s).last_seen_ns;
+        }
+        if (*s).esp_seq != 0 {
+            (*table).esp_seq = (*s).esp_seq;
+        }
+        if (*s).tcp_flags & !(*table).tcp_flags != 0 {
+            (*table).tcp_flags |= (*s).tcp_flags;
+        }
+        for i in 0..HTTP_METHOD_SLOTS {
+            let v = (*s).http_requests[i];
+            if v != 0 {
+                add32(&raw mut (*table).http_requests[i], v);
+            }
+        }
+        for i in 0..HTTP_STATUS_CLASSES {
+            let v = (*s).http_responses[i];
+            if v != 0 {
+                add32(&raw mut (*table).http_responses[i], v);
+            }
+        }
+        for i in 0..MAX_PATTERNS {
+            let v = (*s).pattern_hits[i];
+            if v != 0 {
+                add32(&raw mut (*table).pattern_hits[i], v);
+            }
         }
     }
 }
@@ -159,8 +291,8 @@ fn payload<P: Packet>(
                 // a check it can prove from the enum's range.
                 let slot = core::hint::black_box(method as usize);
                 if slot < HTTP_METHOD_SLOTS {
-                    // SAFETY: slot < HTTP_METHOD_SLOTS.
-                    add32(unsafe { &raw mut (*stats).http_requests[slot] }, 1);
+                    // SAFETY: slot < HTTP_METHOD_SLOTS; per-CPU slot.
+                    unsafe { (*stats).http_requests[slot] += 1 };
                 }
                 request = method as u8;
             } else if http::is_response(&head) {
@@ -170,8 +302,8 @@ fn payload<P: Packet>(
                 };
                 let class = core::hint::black_box(class);
                 if class < HTTP_STATUS_CLASSES {
-                    // SAFETY: class < HTTP_STATUS_CLASSES.
-                    add32(unsafe { &raw mut (*stats).http_responses[class] }, 1);
+                    // SAFETY: class < HTTP_STATUS_CLASSES; per-CPU slot.
+                    unsafe { (*stats).http_responses[class] += 1 };
                 }
             }
         }
@@ -206,8 +338,8 @@ fn payload<P: Packet>(
     }
     for i in 0..MAX_PATTERNS {
         if found & (1 << i) != 0 {
-            // SAFETY: i < MAX_PATTERNS.
-            add32(unsafe { &raw mut (*stats).pattern_hits[i] }, 1);
+            // SAFETY: i < MAX_PATTERNS; per-CPU slot.
+            unsafe { (*stats).pattern_hits[i] += 1 };
         }
     }
 }

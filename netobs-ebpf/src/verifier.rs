@@ -29,3 +29,17 @@ pub fn widen(off: usize) -> Option<usize> {
     }
     Some(off)
 }
+
+/// `v` with its history forgotten: paths that computed it differently look
+/// alike to the verifier from here on.
+#[inline(always)]
+pub fn forget(v: u32) -> u32 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return v;
+    };
+    // SAFETY: per-CPU scratch value; volatile so the round trip stays.
+    unsafe {
+        write_volatile(&raw mut (*s).index, v);
+        read_volatile(&raw const (*s).index)
+    }
+}

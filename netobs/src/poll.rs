@@ -201,7 +201,7 @@ impl Poller {
             folded: None,
         };
         let agg = &mut self.agg;
-        dp.for_each_flow(|k: &FlowKey, v| {
+        let read = dp.for_each_flow(|k: &FlowKey, v| {
             let g = agg.growth(k, v);
             builder.add(k, v, g.bytes);
             let i = groups.slot(GroupKey {
@@ -221,7 +221,7 @@ impl Poller {
         // is counted as created and a flow inserted during it cannot look
         // evicted.
         let stats = dp.stats()?;
-        let snapshot = builder.finish(&counters, ifaces, &stats);
+        let snapshot = builder.finish(&counters, ifaces, &stats, read.table_entries);
 
         self.export_counters(&counters, ifaces);
         self.export_groups(&groups.list, ifaces, patterns, inv);

@@ -77,10 +77,13 @@ pub fn replay(path: &Path, mut opts: Options) -> Result<ReplayReport, ReplayErro
         dp.run_tc(direction, &pkt, 1)?;
         packets += 1;
     }
+    let mut flows = Vec::new();
+    let read = dp.for_each_flow(|k, v| flows.push((*k, *v)))?;
     let snapshot = Snapshot::build(
         &dp.counters()?,
         &[(1, "replay".to_owned(), REPLAY_IFINDEX)],
-        dp.flows()?,
+        flows,
+        read.table_entries,
         &dp.stats()?,
         dp.patterns(),
         Clock::Unix,

@@ -732,9 +732,11 @@ fn an_http_flood_is_cut_by_the_rate_limit_and_counted() {
 fn a_flow_table_flood_evicts_and_counts_every_eviction() {
     require_root!();
     const TABLE: u32 = 1024;
+    const CACHE: u32 = 64;
     const FLOWS: u16 = 5000;
     let mut h = Harness::new(Options {
         flow_table_size: TABLE,
+        flow_cache_slots: CACHE,
         new_flow_events: false,
         http_events: false,
         ..Options::default()
@@ -745,17 +747,38 @@ fn a_flow_table_flood_evicts_and_counts_every_eviction() {
         h.dp.run_tc(Direction::Ingress, &RunPacket::new(&pkt), 1)
             .expect("tc run");
     }
-    let live = h.dp.flows().expect("reading flows").len();
+    let mut seen = Vec::new();
+    let read =
+        h.dp.for_each_flow(|_, v| seen.push(v.packets))
+            .expect("reading flows");
     let stats = h.dp.stats().expect("stats");
-    let health = netobs::flows::Health::from_stats(&stats, live);
-    assert!(live <= TABLE as usize, "{live} flows in a table of {TABLE}");
-    assert_eq!(health.flows_created, FLOWS as u64, "every flow was created");
+    let health = netobs::flows::Health::from_stats(&stats, read.table_entries);
+    assert!(read.exact);
+    assert!(
+        read.table_entries <= TABLE as usize,
+        "{} flows in a table of {TABLE}",
+        read.table_entries
+    );
+    assert!(read.cache_slots <= CACHE as usize);
+    assert_eq!(seen.len(), read.table_entries + read.cache_only);
     assert_eq!(
-        live as u64 + health.flow_evictions,
-        FLOWS as u64,
-        "every flow is in the table or counted as evicted"
+        health.flows_created, FLOWS as u64,
+        "every flow was created once"
     );
     assert_eq!(health.flow_insert_failed, 0);
+    // Every insert (new flows, and evicted flows a flush put back) is in the
+    // table or counted as an eviction.
+    assert_eq!(
+        health.flow_evictions,
+        FLOWS as u64 + stats[Stat::FlowsReinserted as usize] - read.table_entries as u64
+    );
+    // A flow missing from the read lost its packet to an eviction, and
+    // every such flow is among the evictions counted.
+    assert!(seen.iter().all(|&p| p == 1), "no flow is counted twice");
+    assert!(health.flow_evictions >= FLOWS as u64 - seen.len() as u64);
+    // 64 slots in front of 5000 flows: a flow that found its slot empty
+    // claimed it (slots are never emptied), every other one flushed a slot.
+    assert_eq!(health.cache_flushes, FLOWS as u64 - read.cache_slots as u64);
     // The interface counters never lose a packet to the flood.
     let c = h.class_counts();
     let vxlan_in = c[Class::Vxlan as usize * Direction::ALL.len()].0;

@@ -13,6 +13,7 @@ use std::{
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
 use netobs_tests::{
+    bpffs::BpfFs,
     esp::{EspInjector, EspSa, NEXT_HEADER_IPV4},
     lab::{self, LabConfig, Process, TwoHostLab},
     link,
@@ -651,40 +652,13 @@ fn the_api_stays_up_under_load_and_slow_clients() {
     agent.stop();
 }
 
-/// A bpf filesystem of the test's own, unmounted when the test ends, pass
-/// or fail (the machine's /sys/fs/bpf may not be mounted, and must not be
-/// touched).
-struct BpfFs(std::path::PathBuf);
-
-impl BpfFs {
-    fn mount() -> BpfFs {
-        let dir = std::env::temp_dir().join(format!("netobs-bpffs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mount point");
-        let fs = BpfFs(dir);
-        let ok = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&fs.0)
-            .status()
-            .expect("mount");
-        assert!(ok.success(), "mounting a bpf filesystem");
-        fs
-    }
-}
-
-impl Drop for BpfFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 #[test]
 fn pinned_counters_survive_an_agent_restart() {
     require_root!();
     let lab = TwoHostLab::new(LabConfig::default()).expect("building the lab");
     let (a, dev) = lab.host_a();
     let fs = BpfFs::mount();
-    let pin = fs.0.join("netobs");
+    let pin = fs.path().join("netobs");
     let pin_arg = pin.to_str().expect("utf-8 path").to_owned();
     let to: SocketAddr = format!("{}:9999", lab::OVERLAY_B).parse().expect("addr");
 
@@ -692,7 +666,14 @@ fn pinned_counters_survive_an_agent_restart() {
     udp_send(a, to, 5, 100).expect("UDP");
     let v1 = first.stop();
     assert_eq!(counts(&v1, "egress", "vxlan").0, 5);
-    for map in ["COUNTERS", "FLOWS", "IFACE_SLOTS", "STATS"] {
+    for map in [
+        "COUNTERS",
+        "FLOWS",
+        "FLOW_CACHE",
+        "CACHE_CTL",
+        "IFACE_SLOTS",
+        "STATS",
+    ] {
         assert!(pin.join(map).exists(), "{map} pinned");
     }
 
@@ -708,6 +689,15 @@ fn pinned_counters_survive_an_agent_restart() {
         total(&v2, "egress").0 >= total(&v1, "egress").0 + 7,
         "every class goes on"
     );
+    // The flows go on too, the counts still in the flow cache included.
+    let vxlan = |v: &Value, dir| counts(v, dir, "vxlan").0;
+    let by_vni: u64 = v2["vnis"]
+        .as_object()
+        .expect("vnis")
+        .values()
+        .map(|n| n.as_u64().expect("count"))
+        .sum();
+    assert_eq!(by_vni, vxlan(&v2, "egress") + vxlan(&v2, "ingress"));
     assert_nothing_attached(&lab);
 
     // Without --pin a new agent starts from zero.

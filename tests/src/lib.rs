@@ -1,5 +1,6 @@
 //! The netobs lab: namespaces, links, traffic and packets for the tests and
 //! for `cargo xtask demo`. Everything it creates is removed on drop.
+pub mod bpffs;
 pub mod dashboards;
 pub mod esp;
 pub mod lab;

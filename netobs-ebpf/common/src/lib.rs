@@ -122,7 +122,7 @@ pub struct Counter {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stat {
-    /// Flows inserted into the flow table.
+    /// Flows inserted into the flow table when first seen by a CPU's cache.
     FlowsCreated = 0,
     /// Inserts the kernel refused (memory pressure).
     FlowInsertFailed = 1,
@@ -132,9 +132,22 @@ pub enum Stat {
     EventsRateLimited = 3,
     /// Events not written because the ring buffer was full.
     EventsRingFull = 4,
+    /// A packet met another flow in its cache slot (per CPU; incremented
+    /// atomically, before the reading flag is looked at: see `CacheCtl`).
+    CacheCollisionsBegun = 5,
+    /// Collisions handled (flushed, or bypassed during a read).
+    CacheCollisionsEnded = 6,
+    /// Cache slots flushed into the shared table.
+    CacheFlushes = 7,
+    /// Packets counted straight into the shared table because the agent was
+    /// reading and their slot held another flow.
+    CacheBypassed = 8,
+    /// Flows put back into the shared table by a flush after the table had
+    /// evicted them (their slot lived on).
+    FlowsReinserted = 9,
 }
 
-pub const STAT_COUNT: usize = 5;
+pub const STAT_COUNT: usize = 10;
 
 /// HTTP request methods the datapath recognises; the discriminant indexes
 /// `FlowStats::http_requests`.
@@ -213,6 +226,9 @@ pub struct Config {
     pub events_per_sec: u32,
     /// Token bucket depth, in events.
     pub events_burst: u32,
+    /// Slots in the per-CPU flow cache minus one (the count is a power of
+    /// two).
+    pub flow_cache_mask: u32,
 }
 
 /// Emit an event for the first packet of each new plaintext overlay flow.
@@ -240,6 +256,7 @@ impl Config {
             _pad: [0; 2],
             events_per_sec: 1000,
             events_burst: 200,
+            flow_cache_mask: DEFAULT_FLOW_CACHE_SLOTS - 1,
         }
     }
 }
@@ -291,7 +308,65 @@ pub struct FlowKey {
     pub inner_dport: u16,
 }
 
-/// Flow table value. Updated with atomic adds from every CPU.
+pub const FLOW_KEY_WORDS: usize = size_of::<FlowKey>() / 4;
+
+impl FlowKey {
+    /// The key as the 32-bit words it is made of (no padding, 4-aligned).
+    #[inline(always)]
+    pub fn words(&self) -> &[u32; FLOW_KEY_WORDS] {
+        // SAFETY: FlowKey is repr(C), 4-aligned, FLOW_KEY_WORDS * 4 bytes
+        // long with explicit padding; every bit pattern is a valid u32.
+        unsafe { &*(self as *const FlowKey as *const [u32; FLOW_KEY_WORDS]) }
+    }
+
+    /// Where this flow sits in a per-CPU flow cache (before masking).
+    ///
+    /// A handful of words that tell flows apart (interface, direction and
+    /// class, the first and last word of each address, VNI or SPI,
+    /// protocol, ports), mixed with a multiply: cheap on every packet. Two
+    /// flows that share a slot are still told apart by a full key compare;
+    /// a poor spread only costs flushes, never exactness.
+    #[inline(always)]
+    pub fn cache_hash(&self) -> u32 {
+        let w = self.words();
+        // Word indices: 0 ifindex, 1 direction/class/families, 2 and 5
+        // outer_src, 6 and 9 outer_dst, 10 VNI/SPI, 11 proto/encap, 12 and
+        // 15 inner_src, 16 and 19 inner_dst, 20 ports.
+        let a = w[0] ^ w[1].rotate_left(5) ^ w[2] ^ w[5].rotate_left(11);
+        let b = w[6].rotate_left(3) ^ w[9].rotate_left(17) ^ w[10] ^ w[11].rotate_left(23);
+        let c = w[12].rotate_left(7) ^ w[15].rotate_left(13) ^ w[16].rotate_left(19) ^ w[19];
+        let h = (a ^ b.rotate_left(9) ^ c.rotate_left(21) ^ w[20]).wrapping_mul(0x9e37_79b1);
+        h ^ (h >> 15)
+    }
+}
+
+/// Per-CPU flow cache: slots a CPU's packets count into with plain adds;
+/// the default count (a power of two; `--flow-cache-size` changes it).
+pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 4096;
+
+/// One slot of the per-CPU flow cache: a flow's counts since the slot was
+/// claimed. When a packet of another flow needs the slot, these counts are
+/// added to the shared table ("flushed") and the slot is claimed anew. The
+/// agent adds live slots to the table's values when it reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheSlot {
+    /// 0: empty; 1: holds `key`. Written last when a slot is claimed and
+    /// first in the record, so a reader that copies the slot in address
+    /// order while a CPU claims it sees either 0 or a whole key.
+    pub used: u32,
+    pub key: FlowKey,
+    pub stats: FlowStats,
+}
+
+/// `CACHE_CTL[0]`: set by the agent while it reads table and cache; a CPU
+/// that would flush a slot then counts the packet straight into the shared
+/// table instead, so that no count moves from cache to table under the
+/// reader's feet (it would be read twice, or not at all).
+pub const CACHE_CTL_READING: u32 = 1;
+
+/// Flow table value. The shared table is updated with atomic adds from
+/// every CPU; a cache slot's copy with plain adds by its own CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
@@ -347,10 +422,13 @@ pub struct RateLimit {
 
 // The layouts are a contract with the kernel: pin them.
 const _: () = assert!(size_of::<Counter>() == 16);
-const _: () = assert!(size_of::<Config>() == 20);
+const _: () = assert!(size_of::<Config>() == 24);
 const _: () = assert!(size_of::<FlowKey>() == 84);
 const _: () = assert!(size_of::<FlowStats>() == 136);
 const _: () = assert!(size_of::<Event>() == 8 + 84 + 8 + SNIPPET_LEN + 4);
+const _: () = assert!(size_of::<CacheSlot>() == 84 + 4 + 136);
+const _: () = assert!(core::mem::offset_of!(CacheSlot, stats) % 8 == 0);
+const _: () = assert!(DEFAULT_FLOW_CACHE_SLOTS.is_power_of_two());
 const _: () = assert!(MAX_MATCHER_STATES <= 0xffff);
 const _: () = assert!(MAX_PATTERNS <= 16);
 
@@ -365,4 +443,5 @@ mod user {
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for RateLimit {}
+    unsafe impl aya::Pod for CacheSlot {}
 }

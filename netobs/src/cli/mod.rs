@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::datapath::{Options, DEFAULT_FLOW_TABLE_SIZE};
+use netobs_common::DEFAULT_FLOW_CACHE_SLOTS;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +64,20 @@ pub struct DatapathArgs {
     /// Flows the kernel table holds before evicting the least recently seen
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_TABLE_SIZE)]
     flow_table_size: u32,
+    /// Slots of the per-CPU flow cache in front of the table (a power of
+    /// two, 64 to 65536): more slots, fewer flushes when many flows are
+    /// busy at once, and 224 bytes of kernel memory per slot and CPU
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_CACHE_SLOTS,
+          value_parser = parse_cache_slots)]
+    flow_cache_size: u32,
+}
+
+fn parse_cache_slots(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(64..=65_536).contains(&n) || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two from 64 to 65536"));
+    }
+    Ok(n)
 }
 
 impl DatapathArgs {
@@ -77,6 +92,7 @@ impl DatapathArgs {
             .map(|p| p.as_bytes().to_vec())
             .collect();
         o.flow_table_size = self.flow_table_size;
+        o.flow_cache_slots = self.flow_cache_size;
         o
     }
 }

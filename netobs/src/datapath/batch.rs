@@ -12,7 +12,8 @@ pub enum Error {
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// The kernel-internal "operation not supported" that `bpf()` leaks.
 const ENOTSUPP: i32 = 524;
-/// Entries asked for per call; a hash bucket never holds more.
+/// Entries asked for per call; a hash bucket never holds more. (Hash maps use
+/// a bucket index as the batch token, arrays the next index.)
 const CHUNK: usize = 4096;
 
 /// `union bpf_attr` as the batch commands read it (uapi/linux/bpf.h).
@@ -34,10 +35,22 @@ struct BatchAttr {
 /// batch at a time: memory stays at one batch whatever the map's size.
 pub fn for_each<K: Copy + Default, V: Copy + Default>(
     fd: i32,
+    visit: impl FnMut(&[K], &[V]),
+) -> Result<(), Error> {
+    for_each_per_key(fd, 1, visit)
+}
+
+/// As `for_each`, for maps with `per_key` values of `V` under each key (a
+/// per-CPU map: one per possible CPU, `V` a multiple of 8 bytes long): the
+/// values of `keys[i]` are `values[i * per_key..(i + 1) * per_key]`.
+pub fn for_each_per_key<K: Copy + Default, V: Copy + Default>(
+    fd: i32,
+    per_key: usize,
     mut visit: impl FnMut(&[K], &[V]),
 ) -> Result<(), Error> {
+    let per_key = per_key.max(1);
     let mut keys = vec![K::default(); CHUNK];
-    let mut values = vec![V::default(); CHUNK];
+    let mut values = vec![V::default(); CHUNK * per_key];
     // Hash maps use a u32 bucket index as the batch token.
     let mut token_in: u64 = 0;
     let mut token_out: u64 = 0;
@@ -70,9 +83,9 @@ pub fn for_each<K: Copy + Default, V: Copy + Default>(
         let n = (attr.count as usize).min(CHUNK);
         match err {
             // ENOENT: the end of the map, with its last entries.
-            None => visit(&keys[..n], &values[..n]),
+            None => visit(&keys[..n], &values[..n * per_key]),
             Some(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                visit(&keys[..n], &values[..n]);
+                visit(&keys[..n], &values[..n * per_key]);
                 return Ok(());
             }
             // Kernels before 5.6, or without batch ops for this map type,
@@ -91,4 +104,42 @@ pub fn for_each<K: Copy + Default, V: Copy + Default>(
         token_in = token_out;
         first = false;
     }
+}
+
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+
+/// `union bpf_attr` as BPF_MAP_UPDATE_ELEM reads it.
+#[repr(C)]
+struct UpdateAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// Sets entry `index` of the array map `fd` to `value`. aya writes maps only
+/// through a mutable borrow of the whole object; the flow reader, which
+/// holds a shared one, needs to flip one flag.
+pub fn set_u32(fd: i32, index: u32, value: u32) -> io::Result<()> {
+    let attr = UpdateAttr {
+        map_fd: fd as u32,
+        _pad: 0,
+        key: &index as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        flags: 0,
+    };
+    // SAFETY: attr points at a u32 key and value alive across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_ELEM,
+            &attr as *const UpdateAttr,
+            size_of::<UpdateAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

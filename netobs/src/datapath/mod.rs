@@ -19,7 +19,8 @@ use aya::{
 };
 use netobs_common::{
     Config, CONFIG_FLAG_FULL_PATHS, CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS,
-    CONFIG_FLAG_REPLAY, DEFAULT_DATA_PATH_PORT, MAX_DATA_PATH_PORTS, MAX_IFACES, MAX_IFINDEX,
+    CONFIG_FLAG_REPLAY, DEFAULT_DATA_PATH_PORT, DEFAULT_FLOW_CACHE_SLOTS, MAX_DATA_PATH_PORTS,
+    MAX_IFACES, MAX_IFINDEX,
 };
 
 /// The kernel object, built by `cargo xtask build` (see build.rs).
@@ -38,6 +39,8 @@ pub mod names {
     pub const STATS: &str = "STATS";
     pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
     pub const FLOWS: &str = "FLOWS";
+    pub const FLOW_CACHE: &str = "FLOW_CACHE";
+    pub const CACHE_CTL: &str = "CACHE_CTL";
     pub const EVENTS: &str = "EVENTS";
     pub const MATCHER: &str = "MATCHER";
 }
@@ -54,6 +57,8 @@ pub enum DatapathError {
     Pattern(#[from] matcher::PatternError),
     #[error("flow table size must be at least 1")]
     FlowTableSize,
+    #[error("flow cache size must be a power of two up to 1048576")]
+    FlowCacheSize,
     #[error(
         "cannot load the eBPF programs: {0}. netobs needs root or CAP_BPF, CAP_NET_ADMIN and \
          CAP_PERFMON, and a kernel with BTF (5.15 or later)"
@@ -79,7 +84,7 @@ pub enum DatapathError {
     #[error(
         "cannot use the pinned maps in {dir}: {reason}. It must be on a bpf filesystem \
          (`mount -t bpf bpf /sys/fs/bpf`); maps pinned by another netobs version or with \
-         another --flow-table-size cannot be reused: remove the directory"
+         another --flow-table-size or --flow-cache-size cannot be reused: remove the directory"
     )]
     Pin {
         dir: std::path::PathBuf,
@@ -103,6 +108,8 @@ pub struct Options {
     pub data_path_ports: Vec<u16>,
     pub patterns: Vec<Vec<u8>>,
     pub flow_table_size: u32,
+    /// Slots of the per-CPU flow cache (a power of two).
+    pub flow_cache_slots: u32,
     pub new_flow_events: bool,
     pub http_events: bool,
     pub events_per_sec: u32,
@@ -124,6 +131,7 @@ impl Default for Options {
             data_path_ports: vec![DEFAULT_DATA_PATH_PORT],
             patterns: Vec::new(),
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+            flow_cache_slots: DEFAULT_FLOW_CACHE_SLOTS,
             new_flow_events: true,
             http_events: true,
             events_per_sec: 1000,
@@ -147,6 +155,9 @@ impl Options {
         if self.flow_table_size == 0 {
             return Err(DatapathError::FlowTableSize);
         }
+        if !self.flow_cache_slots.is_power_of_two() || self.flow_cache_slots > 1 << 20 {
+            return Err(DatapathError::FlowCacheSize);
+        }
         let mut cfg = Config::new();
         cfg.data_path_ports = [0; MAX_DATA_PATH_PORTS];
         for (slot, port) in cfg.data_path_ports.iter_mut().zip(&self.data_path_ports) {
@@ -168,6 +179,7 @@ impl Options {
         }
         cfg.events_per_sec = self.events_per_sec;
         cfg.events_burst = self.events_burst;
+        cfg.flow_cache_mask = self.flow_cache_slots - 1;
         Ok(cfg)
     }
 }
@@ -185,6 +197,10 @@ pub struct Datapath {
     /// Kernel-side log records, when the object was built with them
     /// (`cargo xtask build --debug-log`).
     kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Slots of the flow cache (its map has one more: the bypass slot).
+    flow_cache_slots: u32,
+    /// See `Datapath::inexact_reads`.
+    inexact_reads: std::sync::atomic::AtomicU64,
 }
 
 impl Datapath {
@@ -195,6 +211,7 @@ impl Datapath {
         loader
             .override_global(names::CONFIG, &cfg, true)
             .map_max_entries(names::FLOWS, opts.flow_table_size)
+            .map_max_entries(names::FLOW_CACHE, opts.flow_cache_slots + 1)
             .map_max_entries(names::MATCHER, table.len().max(1) as u32);
         let pins = match &opts.pin {
             Some(dir) => pin::paths(dir)?,
@@ -234,10 +251,14 @@ impl Datapath {
             replay: opts.replay,
             tc_api: opts.tc_api,
             kernel_log,
+            flow_cache_slots: opts.flow_cache_slots,
+            inexact_reads: std::sync::atomic::AtomicU64::new(0),
         };
         if opts.pin.is_some() {
             // Interfaces keep the slots (and so the counters) they had.
             dp.slots = pin::slots(&dp.ebpf)?;
+            // An agent killed while reading left the flag set.
+            dp.set_reading(false)?;
         }
         for name in [names::TC_INGRESS, names::TC_EGRESS] {
             dp.classifier(name)?

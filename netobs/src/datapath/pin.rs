@@ -35,6 +35,9 @@ pub fn paths(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>, DatapathError> 
         names::COUNTERS,
         names::STATS,
         names::FLOWS,
+        names::FLOW_CACHE,
+        // Shared so that every program on the pinned maps sees the reader.
+        names::CACHE_CTL,
         names::IFACE_SLOTS,
     ]
     .into_iter()

@@ -6,7 +6,9 @@ use std::{
 };
 
 use aya::maps::{HashMap, PerCpuArray};
-use netobs_common::{Counter, FlowKey, FlowStats, COUNTER_SLOTS, STAT_COUNT};
+use netobs_common::{
+    CacheSlot, Counter, FlowKey, FlowStats, Stat, CACHE_CTL_READING, COUNTER_SLOTS, STAT_COUNT,
+};
 
 use super::{batch, map_ref, names, Datapath, DatapathError};
 
@@ -48,34 +50,170 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Every flow in the table.
+    /// Every flow: the shared table's entries with the flow cache's live
+    /// slots added.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
         let mut all = Vec::new();
         self.for_each_flow(|k, v| all.push((*k, *v)))?;
         Ok(all)
     }
 
-    /// Visits every flow in the table without copying it: in batches of
-    /// thousands per system call where the kernel has BPF_MAP_LOOKUP_BATCH
-    /// (5.6+), else one by one.
+    /// Visits every flow once, with its exact counts: the shared table's
+    /// value plus what each CPU's cache slot for the flow holds.
+    ///
+    /// Exact because nothing moves between cache and table while we read:
+    /// the reading flag makes a CPU that would flush a slot count its packet
+    /// straight into the table instead, and the read starts only once every
+    /// collision begun before the flag was seen has ended. (Reading the
+    /// table first and the cache second without the flag would miss a slot
+    /// flushed in between; the other way round would count it twice.)
+    /// Table entries are streamed in batches, so memory stays at one batch
+    /// plus the cache's slots.
     pub fn for_each_flow(
         &self,
         mut visit: impl FnMut(&FlowKey, &FlowStats),
-    ) -> Result<(), DatapathError> {
+    ) -> Result<FlowRead, DatapathError> {
+        let reading = Reading::start(self)?;
+        let flushes = self.per_cpu_stat(Stat::CacheFlushes)?;
+        let mut cached = self.cache()?;
+        let cache_slots = cached.values().map(|(_, n)| *n).sum();
+        let mut table_entries = 0;
+        let mut with_cache = |k: &FlowKey, v: &FlowStats| {
+            table_entries += 1;
+            match cached.remove(k) {
+                Some((c, _)) => {
+                    let mut m = *v;
+                    merge(&mut m, &c);
+                    visit(k, &m);
+                }
+                None => visit(k, v),
+            }
+        };
         let batched = self.flows_batched(|keys, values| {
             for (k, v) in keys.iter().zip(values) {
-                visit(k, v);
+                with_cache(k, v);
             }
         })?;
         if !batched {
             for (k, v) in self.flows_one_by_one()? {
-                visit(&k, &v);
+                with_cache(&k, &v);
             }
         }
-        Ok(())
+        // Flows whose table entry was evicted while their slot lives on.
+        let cache_only = cached.len();
+        for (k, (c, _)) in &cached {
+            visit(k, c);
+        }
+        let after = self.per_cpu_stat(Stat::CacheFlushes)?;
+        let moved = after != flushes;
+        let exact = reading.waited && !moved;
+        drop(reading);
+        if !exact {
+            // Cannot happen by the protocol above; counted, never silent.
+            self.inexact_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::warn!("a flow-cache slot was flushed during a read: one read may be off");
+        }
+        Ok(FlowRead {
+            table_entries,
+            cache_slots,
+            cache_only,
+            exact,
+        })
     }
 
-    /// Visits the table a batch at a time; `false` when the kernel has no
+    /// Reads that could not be proved exact (see `for_each_flow`); 0 unless
+    /// something is wrong.
+    pub fn inexact_reads(&self) -> u64 {
+        self.inexact_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The live slots of every CPU's flow cache, summed per flow, with how
+    /// many slots hold each.
+    fn cache(&self) -> Result<StdHashMap<FlowKey, (FlowStats, usize)>, DatapathError> {
+        let mut out: StdHashMap<FlowKey, (FlowStats, usize)> = StdHashMap::new();
+        let mut add = |slot: &CacheSlot| {
+            if slot.used == 0 {
+                return;
+            }
+            let e = out
+                .entry(slot.key)
+                .or_insert_with(|| (FlowStats::default(), 0));
+            merge(&mut e.0, &slot.stats);
+            e.1 += 1;
+        };
+        let Some(aya::maps::Map::PerCpuArray(data)) = self.ebpf().map(names::FLOW_CACHE) else {
+            return Err(DatapathError::Missing {
+                kind: "map",
+                name: names::FLOW_CACHE,
+            });
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Batch {
+            name: names::FLOW_CACHE,
+            source: e,
+        })?;
+        // The last index is the bypass slot, whose counts are already in
+        // the table.
+        let bypass = self.flow_cache_slots;
+        match batch::for_each_per_key::<u32, CacheSlot>(fd, cpus, |indexes, slots| {
+            for (i, per_cpu) in indexes.iter().zip(slots.chunks(cpus)) {
+                if *i != bypass {
+                    per_cpu.iter().for_each(&mut add);
+                }
+            }
+        }) {
+            Ok(()) => {}
+            Err(batch::Error::Unsupported) => {
+                let map: PerCpuArray<_, CacheSlot> = map_ref(self.ebpf(), names::FLOW_CACHE)?;
+                for i in 0..bypass {
+                    let per_cpu = map.get(&i, 0).map_err(|source| DatapathError::Map {
+                        name: names::FLOW_CACHE,
+                        source,
+                    })?;
+                    per_cpu.iter().for_each(&mut add);
+                }
+            }
+            Err(batch::Error::Io(source)) => {
+                return Err(DatapathError::Batch {
+                    name: names::FLOW_CACHE,
+                    source,
+                })
+            }
+        }
+        Ok(out)
+    }
+
+    /// One datapath health counter, per CPU.
+    fn per_cpu_stat(&self, which: Stat) -> Result<Vec<u64>, DatapathError> {
+        let map: PerCpuArray<_, u64> = map_ref(self.ebpf(), names::STATS)?;
+        let v = map
+            .get(&(which as u32), 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::STATS,
+                source,
+            })?;
+        Ok(v.iter().copied().collect())
+    }
+
+    pub(crate) fn set_reading(&self, on: bool) -> Result<(), DatapathError> {
+        let Some(aya::maps::Map::Array(data)) = self.ebpf().map(names::CACHE_CTL) else {
+            return Err(DatapathError::Missing {
+                kind: "map",
+                name: names::CACHE_CTL,
+            });
+        };
+        let value = if on { CACHE_CTL_READING } else { 0 };
+        batch::set_u32(data.fd().as_fd().as_raw_fd(), 0, value).map_err(|source| {
+            DatapathError::Batch {
+                name: names::CACHE_CTL,
+                source,
+            }
+        })
+    }
+
+    /// Visits the shared table alone (no cache slots) a batch at a time; `false` when the kernel has no
     /// batch lookups for this map (nothing was visited then).
     pub fn flows_batched(
         &self,
@@ -98,6 +236,7 @@ impl Datapath {
         }
     }
 
+    /// The shared table alone, one entry at a time.
     /// The kernel keeps updating while we walk, and an entry evicted under
     /// our feet makes the walk restart, so keys are deduplicated.
     pub fn flows_one_by_one(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
@@ -120,4 +259,83 @@ impl Datapath {
         }
         Ok(out.into_iter().collect())
     }
+}
+
+/// What one read of the flows found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowRead {
+    /// Entries of the shared table.
+    pub table_entries: usize,
+    /// Live cache slots (a flow busy on two CPUs holds two).
+    pub cache_slots: usize,
+    /// Flows found only in the cache: their table entry was evicted.
+    pub cache_only: usize,
+    /// No count moved from cache to table during the read.
+    pub exact: bool,
+}
+
+/// The reading flag, set for as long as this lives.
+struct Reading<'a> {
+    dp: &'a Datapath,
+    /// Every collision begun before the flag was set had ended.
+    waited: bool,
+}
+
+/// How long to wait for collisions in flight: each takes well under a
+/// microsecond, so this is only reached if a CPU stalls.
+const COLLISION_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl<'a> Reading<'a> {
+    fn start(dp: &'a Datapath) -> Result<Reading<'a>, DatapathError> {
+        dp.set_reading(true)?;
+        let mut reading = Reading { dp, waited: false };
+        // Pairs with the kernel's atomic add before it looks at the flag.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let begun = dp.per_cpu_stat(Stat::CacheCollisionsBegun)?;
+        let deadline = std::time::Instant::now() + COLLISION_WAIT;
+        loop {
+            let ended = dp.per_cpu_stat(Stat::CacheCollisionsEnded)?;
+            if ended.iter().zip(&begun).all(|(e, b)| e >= b) {
+                // (Not `Reading { waited: true, ..reading }`: that would drop
+                // `reading`, and with it the flag.)
+                reading.waited = true;
+                return Ok(reading);
+            }
+            if std::time::Instant::now() > deadline {
+                return Ok(reading);
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.dp.set_reading(false) {
+            log::warn!("clearing the flow cache's reading flag: {e}");
+        }
+    }
+}
+
+/// Adds `s` (a cache slot's counts, or another CPU's) to `into`.
+pub fn merge(into: &mut FlowStats, s: &FlowStats) {
+    if s.esp_seq != 0 && s.last_seen_ns >= into.last_seen_ns {
+        into.esp_seq = s.esp_seq;
+    }
+    into.packets += s.packets;
+    into.bytes += s.bytes;
+    if into.first_seen_ns == 0 || (s.first_seen_ns != 0 && s.first_seen_ns < into.first_seen_ns) {
+        into.first_seen_ns = s.first_seen_ns;
+    }
+    into.last_seen_ns = into.last_seen_ns.max(s.last_seen_ns);
+    for (a, b) in into.http_requests.iter_mut().zip(s.http_requests) {
+        *a = a.wrapping_add(b);
+    }
+    for (a, b) in into.http_responses.iter_mut().zip(s.http_responses) {
+        *a = a.wrapping_add(b);
+    }
+    for (a, b) in into.pattern_hits.iter_mut().zip(s.pattern_hits) {
+        *a = a.wrapping_add(b);
+    }
+    into.tcp_flags |= s.tcp_flags;
 }

@@ -68,6 +68,8 @@ fn extra(v: &FlowStats) -> [u32; EXTRA] {
 struct Seen {
     packets: u64,
     bytes: u64,
+    /// Its last packet then (kernel clock).
+    last_seen_ns: u64,
     /// `None` while every HTTP and pattern counter is zero (most flows).
     extra: Option<Box<[u32; EXTRA]>>,
     /// The read that last saw it; older entries are gone from the table.
@@ -133,21 +135,36 @@ impl Aggregator {
         let seen = self.flows.entry(h).or_insert(Seen {
             packets: 0,
             bytes: 0,
+            last_seen_ns: 0,
             extra: None,
             pass,
         });
-        // An entry whose counters went down was evicted and re-created.
-        let recreated = seen.packets > now.packets || seen.bytes > now.bytes;
+        // Reads are exact (datapath/read.rs), so counters that went down
+        // mean the table evicted the flow's entry. If everything read now
+        // began after the last packet of the last read, the flow was
+        // evicted whole and came back: all of it is new. Otherwise a cache
+        // slot read before lives on without the evicted part: what it holds
+        // was counted already, so nothing is added (the evicted part's
+        // recent growth is lost, and counted as an eviction).
+        let went_down = seen.packets > now.packets || seen.bytes > now.bytes;
         let mut g = Growth::default();
-        if recreated {
-            seen.packets = 0;
-            seen.bytes = 0;
+        if went_down {
+            let all_new = now.first_seen_ns > seen.last_seen_ns;
             seen.extra = None;
+            if all_new {
+                seen.packets = 0;
+                seen.bytes = 0;
+            } else {
+                seen.packets = now.packets;
+                seen.bytes = now.bytes;
+                seen.extra = Some(Box::new(now_extra));
+            }
         }
         g.packets = now.packets - seen.packets;
         g.bytes = now.bytes - seen.bytes;
         seen.packets = now.packets;
         seen.bytes = now.bytes;
+        seen.last_seen_ns = now.last_seen_ns;
         seen.pass = pass;
         if has_extra || seen.extra.is_some() {
             let before = seen.extra.as_deref().copied().unwrap_or([0; EXTRA]);
@@ -212,6 +229,15 @@ mod tests {
         s
     }
 
+    /// `stats` with the flow's first and last packet times.
+    fn timed(packets: u64, gets: u32, first: u64, last: u64) -> FlowStats {
+        FlowStats {
+            first_seen_ns: first,
+            last_seen_ns: last,
+            ..stats(packets, gets)
+        }
+    }
+
     /// One read of `table`: the growth of each flow in it.
     fn read(a: &mut Aggregator, table: &[(FlowKey, FlowStats)]) -> Vec<Growth> {
         let g = table.iter().map(|(k, v)| a.growth(k, v)).collect();
@@ -240,13 +266,27 @@ mod tests {
         assert!(a.is_empty(), "a flow gone from the table is forgotten");
         let g = read(&mut a, &[(k, stats(4, 1))]);
         assert_eq!((g[0].packets, g[0].http_requests[1]), (4, 1));
-        read(&mut a, &[(k, stats(9, 3))]);
-        let g = read(&mut a, &[(k, stats(2, 1))]);
+        read(&mut a, &[(k, timed(9, 3, 10, 100))]);
+        let g = read(&mut a, &[(k, timed(2, 1, 200, 250))]);
         assert_eq!(
             (g[0].packets, g[0].http_requests[1]),
             (2, 1),
-            "counters went down: re-created"
+            "counters went down, all of it began after the last read: re-created"
         );
+    }
+
+    #[test]
+    fn a_cache_slot_outliving_its_evicted_table_entry_is_not_counted_again() {
+        let mut a = Aggregator::default();
+        let k = FlowKey::default();
+        // Table part 100 packets, a live cache slot claimed at 50 with 30.
+        read(&mut a, &[(k, timed(130, 4, 10, 100))]);
+        // The table evicted its part; the slot (claimed before the last
+        // read) now holds 35.
+        let g = read(&mut a, &[(k, timed(35, 1, 50, 120))]);
+        assert!(g[0].is_zero(), "the slot's 30 were counted already");
+        let g = read(&mut a, &[(k, timed(40, 2, 50, 130))]);
+        assert_eq!((g[0].packets, g[0].http_requests[1]), (5, 1));
     }
 
     #[test]

@@ -88,22 +88,33 @@ pub struct InterfaceCounts {
 pub struct Health {
     pub flows_created: u64,
     pub flow_insert_failed: u64,
-    /// Flows the kernel's LRU table dropped to make room.
+    /// Entries the kernel's LRU table dropped to make room (a flow whose
+    /// cache slot lives on comes back with the slot's counts).
     pub flow_evictions: u64,
+    /// Flow-cache slots flushed into the shared table to make room for
+    /// another flow.
+    pub cache_flushes: u64,
+    /// Packets counted straight into the shared table because the agent was
+    /// reading when their slot was taken.
+    pub cache_bypassed: u64,
     pub events_sent: u64,
     pub events_rate_limited: u64,
     pub events_ring_full: u64,
 }
 
 impl Health {
-    /// `live_flows` entries are in the table now; created ones not there
-    /// were evicted (the agent never deletes entries itself).
-    pub fn from_stats(stats: &[u64; STAT_COUNT], live_flows: usize) -> Health {
+    /// `table_entries` entries are in the shared table now; entries
+    /// inserted (new flows, and flows a flush put back) and not there were
+    /// evicted: the agent never deletes entries itself.
+    pub fn from_stats(stats: &[u64; STAT_COUNT], table_entries: usize) -> Health {
         let created = stats[Stat::FlowsCreated as usize];
+        let inserted = created + stats[Stat::FlowsReinserted as usize];
         Health {
             flows_created: created,
             flow_insert_failed: stats[Stat::FlowInsertFailed as usize],
-            flow_evictions: created.saturating_sub(live_flows as u64),
+            flow_evictions: inserted.saturating_sub(table_entries as u64),
+            cache_flushes: stats[Stat::CacheFlushes as usize],
+            cache_bypassed: stats[Stat::CacheBypassed as usize],
             events_sent: stats[Stat::EventsSent as usize],
             events_rate_limited: stats[Stat::EventsRateLimited as usize],
             events_ring_full: stats[Stat::EventsRingFull as usize],
@@ -213,12 +224,14 @@ impl<'p> SnapshotBuilder<'p> {
         });
     }
 
-    /// `ifaces` maps counter slots to interface names and indexes.
+    /// `ifaces` maps counter slots to interface names and indexes;
+    /// `table_entries` is what the read found in the shared table.
     pub fn finish(
         self,
         counters: &[Counter],
         ifaces: &[(u32, String, u32)],
         stats: &[u64; STAT_COUNT],
+        table_entries: usize,
     ) -> Snapshot {
         let class_counts = |slot: u32, dir: Direction| {
             let mut cc = ClassCounts::default();
@@ -252,7 +265,7 @@ impl<'p> SnapshotBuilder<'p> {
         Snapshot {
             interfaces,
             flows,
-            health: Health::from_stats(stats, self.totals.flows),
+            health: Health::from_stats(stats, table_entries),
             totals: self.totals,
             patterns: patterns.to_vec(),
         }
@@ -272,11 +285,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// A snapshot of every flow in `raw_flows`.
+    /// A snapshot of every flow in `raw_flows` (`table_entries` of them
+    /// found in the shared table).
     pub fn build(
         counters: &[Counter],
         ifaces: &[(u32, String, u32)],
         raw_flows: Vec<(FlowKey, FlowStats)>,
+        table_entries: usize,
         stats: &[u64; STAT_COUNT],
         patterns: &[String],
         clock: Clock,
@@ -285,7 +300,7 @@ impl Snapshot {
         for (k, v) in &raw_flows {
             b.add(k, v, 0);
         }
-        b.finish(counters, ifaces, stats)
+        b.finish(counters, ifaces, stats, table_entries)
     }
 
     /// Per-class counts over every interface and both directions.
