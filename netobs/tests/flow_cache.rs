@@ -179,16 +179,20 @@ fn slots_flushed_while_the_agent_reads_are_counted_once() {
     let reader = load(opts.clone());
     let mut writer = load(opts);
     const ROUNDS: u64 = 50_000;
+    // Packets handed to the kernel, and packets it has finished with: a
+    // read must see at least the second and at most the first.
+    let started = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let sent = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let done = Arc::new(AtomicBool::new(false));
     let sending = {
-        let (sent, done) = (sent.clone(), done.clone());
+        let (started, sent, done) = (started.clone(), sent.clone(), done.clone());
         std::thread::spawn(move || {
             run_on_cpu(1);
             let pkts = [request(42000), request(42001)];
             for _ in 0..ROUNDS {
                 // Alternating flows in one slot: every packet flushes.
                 for (i, p) in pkts.iter().enumerate() {
+                    started[i].fetch_add(1, Ordering::SeqCst);
                     writer
                         .run_tc(Direction::Ingress, &RunPacket::new(p), 1)
                         .expect("tc run");
@@ -205,7 +209,7 @@ fn slots_flushed_while_the_agent_reads_are_counted_once() {
     while !done.load(Ordering::SeqCst) {
         let before = [0, 1].map(|i| sent[i].load(Ordering::SeqCst));
         let (flows, r) = read(&reader);
-        let after = [0, 1].map(|i| sent[i].load(Ordering::SeqCst));
+        let after = [0, 1].map(|i| started[i].load(Ordering::SeqCst));
         assert!(r.exact, "read {reads}");
         for i in 0..2 {
             let got = flows.get(&(42000 + i as u16)).map_or(0, |v| v.packets);
