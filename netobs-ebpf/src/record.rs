@@ -185,6 +185,9 @@ fn take(cached: *mut CacheSlot, cfg: &Config, key: &FlowKey, now: u64) -> Option
 
 /// Makes `slot` hold `key` with zero counts, and makes sure the shared
 /// table knows the flow (a new flow is created there and announced).
+// By reference on purpose: by value, key and value would be copied onto the
+// 512-byte stack and the map handed the copies.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 fn claim(slot: *mut CacheSlot, cfg: &Config, key: &FlowKey, now: u64) {
     // SAFETY: per-CPU slot; `used` goes to 0 first and to 1 last, so a
@@ -213,6 +216,7 @@ fn claim(slot: *mut CacheSlot, cfg: &Config, key: &FlowKey, now: u64) {
 
 /// Adds a slot's counts to the shared table (atomically: other CPUs flush
 /// the same flow). The caller reclaims or forgets the slot.
+#[allow(clippy::needless_borrows_for_generic_args)] // see `claim`
 #[inline(always)]
 fn flush(slot: *mut CacheSlot) {
     // SAFETY: slot is a live per-CPU map value holding a flow.

@@ -29,10 +29,11 @@ use serde_json::{json, Value};
 
 const SECONDS: u64 = 4;
 const RUNS: usize = 3;
-const OBSERVERS: [&str; 5] = [
+const OBSERVERS: [&str; 6] = [
     "none",
     "netobs tc",
     "netobs xdp",
+    "empty xdp",
     "tcpdump -w /dev/null",
     "ngrep HTTP",
 ];
@@ -117,7 +118,7 @@ struct Baseline {
 }
 
 impl Baseline {
-    fn attach(ns: &Netns, dev: &str) -> Baseline {
+    fn attach(ns: &Netns, dev: &str, xdp: bool) -> Baseline {
         let file = File::open(ns.path()).expect("namespace");
         let dev = dev.to_owned();
         let (ready_tx, ready) = mpsc::channel();
@@ -130,7 +131,9 @@ impl Baseline {
                 "setns"
             );
             let mut dp = Datapath::load(&Options::default()).expect("loading the baseline");
-            let att = dp.attach_baseline(&dev).expect("attaching the baseline");
+            let att = dp
+                .attach_baseline(&dev, xdp)
+                .expect("attaching the baseline");
             let _ = ready_tx.send(());
             let _ = stop_rx.recv();
             drop(att);
@@ -160,7 +163,10 @@ struct Sample {
     cpu_pct: Option<f64>,
     /// Busy time of the whole machine per packet.
     machine_ns_per_pkt: f64,
-    kernel_ns_per_pkt: Option<f64>,
+    /// Run time per packet of netobs's programs (bpf_stats), and of the
+    /// do-nothing program on the same hook.
+    netobs_ns: Option<f64>,
+    empty_ns: Option<f64>,
     missed: Option<i64>,
 }
 
@@ -209,14 +215,26 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
     };
     std::thread::sleep(WARMUP);
     if netobs_mode == Some("tc") {
-        baseline = Some(Baseline::attach(ns, dev));
+        baseline = Some(Baseline::attach(ns, dev, false));
     }
+    if observer == "empty xdp" {
+        baseline = Some(Baseline::attach(ns, dev, true));
+    }
+    // Whose run time is whose: netobs's TC programs against the empty
+    // classifier beside them; its XDP program against the empty XDP
+    // program, alone on the hook in its own runs.
+    let (mine, empty) = match observer {
+        "netobs tc" => ("netobs_tc_", "bench_tc_empty"),
+        "netobs xdp" => ("netobs_xdp", "-"),
+        "empty xdp" => ("-", "bench_xdp_empty"),
+        _ => ("-", "-"),
+    };
     let pid = proc.as_ref().and_then(|p| p.pid());
     let cpu0 = pid.map(ticks).unwrap_or(0);
     let machine0 = machine_ticks();
     let wall = std::time::Instant::now();
-    let (nt0, nc0) = bpf_stats("netobs_tc_");
-    let (et0, ec0) = bpf_stats("bench_tc_empty");
+    let (nt0, nc0) = bpf_stats(mine);
+    let (et0, ec0) = bpf_stats(empty);
     let link0 = link::stats(ns, dev).expect("link stats");
     let mut args = vec![
         "-c".to_owned(),
@@ -237,14 +255,14 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
     }
     .unwrap_or(0.0);
     let link1 = link::stats(ns, dev).expect("link stats");
-    let (nt1, nc1) = bpf_stats("netobs_tc_");
-    let (et1, ec1) = bpf_stats("bench_tc_empty");
+    let (nt1, nc1) = bpf_stats(mine);
+    let (et1, ec1) = bpf_stats(empty);
     let cpu1 = pid.map(ticks).unwrap_or(0);
     let machine1 = machine_ticks();
     let wall = wall.elapsed().as_secs_f64();
     let packets = (link1.rx_packets + link1.tx_packets) - (link0.rx_packets + link0.tx_packets);
-    let kernel = (baseline.is_some() && nc1 > nc0 && ec1 > ec0)
-        .then(|| (nt1 - nt0) as f64 / (nc1 - nc0) as f64 - (et1 - et0) as f64 / (ec1 - ec0) as f64);
+    let netobs_ns = (nc1 > nc0).then(|| (nt1 - nt0) as f64 / (nc1 - nc0) as f64);
+    let empty_ns = (ec1 > ec0).then(|| (et1 - et0) as f64 / (ec1 - ec0) as f64);
     drop(baseline.take());
     let mut missed = None;
     if let Some(p) = proc.take() {
@@ -280,7 +298,8 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
         cpu_ns_per_pkt: cpu,
         cpu_pct: pid.map(|_| (cpu1 - cpu0) as f64 * tick_ns() / 1e9 / wall * 100.0),
         machine_ns_per_pkt: (machine1 - machine0) as f64 * tick_ns() / packets.max(1) as f64,
-        kernel_ns_per_pkt: kernel,
+        netobs_ns,
+        empty_ns,
         missed,
     }
 }
@@ -324,8 +343,8 @@ fn main() {
     }
     let mut rows = Vec::new();
     let idle = agent_idle(&lab);
-    println!("| workload | observer | Mbit/s | packets/s | machine CPU ns/pkt | observer CPU ns/pkt | observer CPU % of a core | netobs kernel ns/pkt (minus empty) | missed |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| workload | observer | Mbit/s | packets/s | machine CPU ns/pkt | observer CPU ns/pkt | observer CPU % of a core | program ns/pkt (bpf_stats) | empty program ns/pkt | missed |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for udp in [false, true] {
         for o in OBSERVERS {
             let Some(v) = samples.get(&(udp, o)) else {
@@ -334,24 +353,29 @@ fn main() {
             let mbps = median(v.iter().map(|s| s.mbps).collect());
             let pps = median(v.iter().map(|s| s.pps).collect());
             let cpu: Vec<f64> = v.iter().filter_map(|s| s.cpu_ns_per_pkt).collect();
-            let kern: Vec<f64> = v.iter().filter_map(|s| s.kernel_ns_per_pkt).collect();
+            let some = |f: &dyn Fn(&Sample) -> Option<f64>| {
+                let x: Vec<f64> = v.iter().filter_map(f).collect();
+                (!x.is_empty()).then(|| median(x))
+            };
+            let prog = some(&|s| s.netobs_ns);
+            let empty = some(&|s| s.empty_ns);
             let missed: Vec<i64> = v.iter().filter_map(|s| s.missed).collect();
             let cpu = (!cpu.is_empty()).then(|| median(cpu));
             let pct: Vec<f64> = v.iter().filter_map(|s| s.cpu_pct).collect();
             let pct = (!pct.is_empty()).then(|| median(pct));
             let machine = median(v.iter().map(|s| s.machine_ns_per_pkt).collect());
-            let kern = (!kern.is_empty()).then(|| median(kern));
             let missed_max = missed.iter().copied().max();
             let w = if udp { "UDP 64 B" } else { "TCP" };
             let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0}"));
             println!(
-                "| {w} | {o} | {mbps:.0} | {pps:.0} | {machine:.0} | {} | {} | {} | {} |",
+                "| {w} | {o} | {mbps:.0} | {pps:.0} | {machine:.0} | {} | {} | {} | {} | {} |",
                 f(cpu),
                 pct.map_or("-".into(), |v| format!("{v:.1}")),
-                f(kern),
+                f(prog),
+                f(empty),
                 missed_max.map_or("-".into(), |m| m.to_string())
             );
-            rows.push(json!({"workload": w, "observer": o, "mbps": mbps, "pps": pps, "observer_cpu_ns_per_packet": cpu, "observer_cpu_pct": pct, "machine_cpu_ns_per_packet": machine, "netobs_kernel_ns_per_packet": kern, "missed_max": missed_max}));
+            rows.push(json!({"workload": w, "observer": o, "mbps": mbps, "pps": pps, "observer_cpu_ns_per_packet": cpu, "observer_cpu_pct": pct, "machine_cpu_ns_per_packet": machine, "program_ns_per_packet": prog, "empty_ns_per_packet": empty, "missed_max": missed_max}));
         }
     }
     let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());

@@ -29,6 +29,7 @@ pub fn run() -> Result<()> {
     }
     all.push('}');
     std::fs::write(dir.join("results.json"), all)?;
+    crate::targets::print(&dir)?;
     eprintln!("results: {}", dir.join("results.json").display());
     Ok(())
 }

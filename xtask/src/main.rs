@@ -6,6 +6,7 @@ mod demo;
 mod fixtures;
 mod fuzz;
 mod setup;
+mod targets;
 mod test;
 
 use std::path::PathBuf;

@@ -259,9 +259,10 @@ impl Datapath {
     }
 
     /// Attaches the do-nothing TC program on both directions of `iface`,
-    /// after whatever is there: the baseline that `bpf_stats` figures of the
-    /// real programs are compared with in the live benchmark.
-    pub fn attach_baseline(&mut self, iface: &str) -> Result<Attachment, AttachError> {
+    /// after whatever is there (or the do-nothing XDP program, alone on its
+    /// hook): the baseline that `bpf_stats` figures of the real programs
+    /// are compared with in the live benchmark.
+    pub fn attach_baseline(&mut self, iface: &str, xdp: bool) -> Result<Attachment, AttachError> {
         let mut att = Attachment {
             iface: iface.to_owned(),
             ifindex: ifindex(iface)?,
@@ -269,6 +270,12 @@ impl Datapath {
             links: Vec::new(),
             created_clsact: false,
         };
+        if xdp {
+            // Native, where `--mode xdp` attaches first.
+            self.attach_xdp_named(&mut att, XdpMode::Driver, names::BENCH_XDP_EMPTY)?;
+            att.ingress = IngressHook::XdpNative;
+            return Ok(att);
+        }
         for d in Direction::ALL {
             self.attach_tc_named(&mut att, d, names::BENCH_TC_EMPTY)?;
         }
@@ -320,10 +327,19 @@ impl Datapath {
     }
 
     fn attach_xdp(&mut self, att: &mut Attachment, mode: XdpMode) -> Result<(), AttachError> {
-        let prog = self.xdp()?;
+        self.attach_xdp_named(att, mode, names::XDP)
+    }
+
+    fn attach_xdp_named(
+        &mut self,
+        att: &mut Attachment,
+        mode: XdpMode,
+        name: &'static str,
+    ) -> Result<(), AttachError> {
+        let prog = self.xdp_named(name)?;
         let err = |source| AttachError::Attach {
             iface: att.iface.clone(),
-            hook: names::XDP,
+            hook: name,
             source,
         };
         let id = prog.attach(&att.iface, mode).map_err(err)?;

@@ -43,6 +43,22 @@ pub mod names {
     pub const CACHE_CTL: &str = "CACHE_CTL";
     pub const EVENTS: &str = "EVENTS";
     pub const MATCHER: &str = "MATCHER";
+    pub const SCRATCH: &str = "SCRATCH";
+    pub const RATE: &str = "RATE";
+    /// Every map of the object (the benchmarks add up their memory).
+    pub const ALL_MAPS: [&str; 11] = [
+        COUNTERS,
+        STATS,
+        IFACE_SLOTS,
+        FLOWS,
+        FLOW_CACHE,
+        CACHE_CTL,
+        EVENTS,
+        MATCHER,
+        SCRATCH,
+        RATE,
+        ".rodata",
+    ];
 }
 
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
@@ -291,11 +307,6 @@ impl Datapath {
                 kind: "TC program",
                 name,
             })
-    }
-
-    /// The XDP program, loaded into the kernel on first use.
-    pub(crate) fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
-        self.xdp_named(names::XDP)
     }
 
     /// An XDP program of the object by name, loaded on first use.
