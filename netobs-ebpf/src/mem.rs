@@ -37,16 +37,29 @@ pub unsafe fn copy<T>(dst: *mut T, src: *const T) {
 /// Whether two keys are equal: one branch, not one per word.
 ///
 /// # Safety
-/// `a` must be valid and 4-byte aligned. Both are read 4 bytes at a time:
-/// a stack key is 4-aligned, and the verifier wants aligned stack reads.
+/// `a` must be valid for reads of a FlowKey (8-aligned, as `b`).
 #[inline(always)]
 pub unsafe fn same_key(a: *const netobs_common::FlowKey, b: &netobs_common::FlowKey) -> bool {
-    let x = a as *const u32;
-    let y = b.words();
-    let mut diff = 0u32;
+    let x = a as *const u64;
+    let y = b.quads();
+    let mut diff = 0u64;
     for (i, w) in y.iter().enumerate() {
         // SAFETY: within both keys.
         diff |= unsafe { read_volatile(x.add(i)) } ^ *w;
     }
     diff == 0
+}
+
+/// Zeroes `*p` a 64-bit word at a time.
+///
+/// # Safety
+/// `p` must be valid for writes of `T` and 8-aligned; `T`'s size is a
+/// multiple of 8.
+#[inline(always)]
+pub unsafe fn zero64<T>(p: *mut T) {
+    let w = p as *mut u64;
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: within *p, per the contract.
+        unsafe { write_volatile(w.add(i), 0) };
+    }
 }

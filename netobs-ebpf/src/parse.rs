@@ -87,11 +87,11 @@ fn outer<P: Packet>(pkt: &P, cfg: &Config, meta: &mut Meta) -> Step<Class> {
         return Err(Class::Other);
     }
     // Only overlay candidates get a key: the common, non-overlay packet
-    // never pays for looking up the scratch space or zeroing 84 bytes.
+    // never pays for looking up the scratch space or zeroing 88 bytes.
     let key = scratch_key().ok_or(Class::Other)?;
     // SAFETY: zeroed, a FlowKey is valid (plain integers).
     let key = unsafe {
-        mem::zero(key.as_mut_ptr());
+        mem::zero64(key.as_mut_ptr());
         key.assume_init_mut()
     };
     key.outer_family = if ip.v6 { FAMILY_IPV6 } else { FAMILY_IPV4 };

@@ -7,7 +7,7 @@
 //! has *now*.
 //!
 //! What is kept between reads is sized for a million flows: a 64-bit hash
-//! of the key instead of the 84-byte key, packets and bytes, and the HTTP
+//! of the key instead of the 88-byte key, packets and bytes, and the HTTP
 //! and pattern counters only for the flows that have any.
 use std::{
     collections::HashMap,
