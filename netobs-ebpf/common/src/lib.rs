@@ -133,7 +133,8 @@ pub enum Stat {
     /// Events not written because the ring buffer was full.
     EventsRingFull = 4,
     /// A packet met another flow in its cache slot (per CPU; incremented
-    /// atomically, before the reading flag is looked at: see `CacheCtl`).
+    /// atomically, before the reading flag is looked at: see the agent's
+    /// `datapath/read.rs`).
     CacheCollisionsBegun = 5,
     /// Collisions handled (flushed, or bypassed during a read).
     CacheCollisionsEnded = 6,

@@ -66,7 +66,7 @@ pub struct DatapathArgs {
     flow_table_size: u32,
     /// Slots of the per-CPU flow cache in front of the table (a power of
     /// two, 64 to 65536): more slots, fewer flushes when many flows are
-    /// busy at once, and 224 bytes of kernel memory per slot and CPU
+    /// busy at once, and 232 bytes of kernel memory per slot and CPU
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_CACHE_SLOTS,
           value_parser = parse_cache_slots)]
     flow_cache_size: u32,

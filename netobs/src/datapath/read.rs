@@ -36,16 +36,9 @@ impl Datapath {
 
     /// Datapath health counters, indexed by `netobs_common::Stat`.
     pub fn stats(&self) -> Result<[u64; STAT_COUNT], DatapathError> {
-        let map: PerCpuArray<_, u64> = map_ref(self.ebpf(), names::STATS)?;
         let mut out = [0u64; STAT_COUNT];
         for (i, v) in out.iter_mut().enumerate() {
-            let per_cpu = map
-                .get(&(i as u32), 0)
-                .map_err(|source| DatapathError::Map {
-                    name: names::STATS,
-                    source,
-                })?;
-            *v = per_cpu.iter().sum();
+            *v = self.per_cpu_stat_at(i as u32)?.iter().sum();
         }
         Ok(out)
     }
@@ -187,13 +180,15 @@ impl Datapath {
 
     /// One datapath health counter, per CPU.
     fn per_cpu_stat(&self, which: Stat) -> Result<Vec<u64>, DatapathError> {
+        self.per_cpu_stat_at(which as u32)
+    }
+
+    fn per_cpu_stat_at(&self, index: u32) -> Result<Vec<u64>, DatapathError> {
         let map: PerCpuArray<_, u64> = map_ref(self.ebpf(), names::STATS)?;
-        let v = map
-            .get(&(which as u32), 0)
-            .map_err(|source| DatapathError::Map {
-                name: names::STATS,
-                source,
-            })?;
+        let v = map.get(&index, 0).map_err(|source| DatapathError::Map {
+            name: names::STATS,
+            source,
+        })?;
         Ok(v.iter().copied().collect())
     }
 
