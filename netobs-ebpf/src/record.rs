@@ -101,7 +101,7 @@ fn flow<P: Packet>(pkt: &P, cfg: &Config, key: &FlowKey, meta: &Meta, packets: u
     let index = if hit {
         index
     } else {
-        match take(cached, cfg, key, now) {
+        match take(cached, index, cfg, key, now) {
             Some(i) => i,
             None => return,
         }
@@ -148,12 +148,11 @@ fn bypass_index(cfg: &Config) -> u32 {
     cfg.flow_cache_mask + 1
 }
 
-/// The slot index for a flow that missed in the cache: its cache slot,
-/// after the previous flow there was flushed into the shared table; or,
-/// while the agent is reading, the bypass slot.
+/// The slot index for a flow that missed in the cache slot `cached` (at
+/// `index`): that slot, after the previous flow there was flushed into the
+/// shared table; or, while the agent is reading, the bypass slot.
 #[inline(always)]
-fn take(cached: *mut CacheSlot, cfg: &Config, key: &FlowKey, now: u64) -> Option<u32> {
-    let index = key.cache_hash() & cfg.flow_cache_mask;
+fn take(cached: *mut CacheSlot, index: u32, cfg: &Config, key: &FlowKey, now: u64) -> Option<u32> {
     // SAFETY: per-CPU cache slot.
     if unsafe { (*cached).used } == 0 {
         claim(cached, cfg, key, now);
