@@ -2,6 +2,27 @@
 //! and a space) or a status line (`HTTP/1.x NNN`).
 use netobs_common::{HttpMethod, HTTP_STATUS_CLASSES, SNIPPET_LEN};
 
+/// Bit `c - 'A'` is set for each letter that can open a request line (a
+/// method's first letter) or a status line (`H`), from the one list of
+/// methods.
+const FIRST_LETTERS: u32 = {
+    let mut mask = 1 << (b'H' - b'A');
+    let mut i = 0;
+    while i < HttpMethod::ALL.len() {
+        mask |= 1 << (HttpMethod::ALL[i].name().as_bytes()[0] - b'A');
+        i += 1;
+    }
+    mask
+};
+
+/// Whether a payload opening with `b` can be HTTP at all: one shift and
+/// test, so that the other segments never read the head or compare it.
+#[inline(always)]
+pub fn may_open_http(b: u8) -> bool {
+    let i = b.wrapping_sub(b'A') as u32;
+    i < 32 && (FIRST_LETTERS >> i) & 1 != 0
+}
+
 /// The method whose name and trailing space open `b`.
 #[inline(always)]
 pub fn request_method(b: &[u8; 8]) -> Option<HttpMethod> {

@@ -79,15 +79,48 @@ pub fn scratch_key() -> Option<&'static mut core::mem::MaybeUninit<FlowKey>> {
     Some(unsafe { &mut *(&raw mut (*s).key as *mut core::mem::MaybeUninit<FlowKey>) })
 }
 
-/// `CONFIG.flags` alone: `Global::load` reads the whole record (volatile),
-/// a dozen loads where one is needed.
+/// The load-time configuration, one field at a time where it is used.
+/// `Global::load` copies the whole record (volatile) up front: a dozen loads
+/// and as many registers spilled on every packet, for fields most packets
+/// never look at. Here each use is one load from the read-only map, whose
+/// value the verifier knows, so it also prunes the branches it decides.
+#[derive(Clone, Copy)]
+pub struct Cfg;
+
+macro_rules! field {
+    ($name:ident, $t:ty) => {
+        #[inline(always)]
+        pub fn $name(&self) -> $t {
+            // SAFETY: Global<T> is a transparent MaybeUninit<T>, initialised
+            // by the loader before the programs load; volatile so the loaded
+            // value, not the compile-time default, is read.
+            unsafe { core::ptr::read_volatile(&raw const (*Cfg::ptr()).$name) }
+        }
+    };
+}
+
+impl Cfg {
+    #[inline(always)]
+    fn ptr() -> *const Config {
+        &CONFIG as *const Global<Config> as *const Config
+    }
+
+    field!(flags, u8);
+    field!(pattern_count, u8);
+    field!(events_per_sec, u32);
+    field!(events_burst, u32);
+    field!(flow_cache_mask, u32);
+
+    /// Data-path port slot `i` (0 = unused).
+    #[inline(always)]
+    pub fn port(&self, i: usize) -> u16 {
+        // SAFETY: as in `field!`; callers pass i < MAX_DATA_PATH_PORTS.
+        unsafe { core::ptr::read_volatile(&raw const (*Cfg::ptr()).data_path_ports[i]) }
+    }
+}
+
+/// `CONFIG.flags` alone, for code without a `Cfg` at hand.
 #[inline(always)]
 pub fn config_flags() -> u8 {
-    // SAFETY: Global<T> is a transparent MaybeUninit<T>, initialised (the
-    // loader writes it before the programs load); volatile so the loaded
-    // value, not the compile-time default, is read.
-    unsafe {
-        let c = &CONFIG as *const Global<Config> as *const Config;
-        core::ptr::read_volatile(&raw const (*c).flags)
-    }
+    Cfg.flags()
 }

@@ -94,16 +94,19 @@ fn replay() -> bool {
 }
 
 /// `ptr + n > data_end`, kept in that shape: for n = 1 LLVM would rewrite it
-/// as `ptr >= data_end`, from which the verifier derives no readable range.
+/// as `ptr >= data_end`, from which the verifier derives no readable range;
+/// and in XDP, where the packet's length is `data_end - data`, LLVM would
+/// drop it as implied by the parser's own length check, leaving the
+/// verifier no pointer compare to learn the range from (tried: rejected).
 #[inline(always)]
-fn beyond(ptr: usize, n: usize, data_end: usize) -> bool {
-    ptr + core::hint::black_box(n) > data_end
+fn beyond<const N: usize>(ptr: usize, data_end: usize) -> bool {
+    ptr + core::hint::black_box(N) > data_end
 }
 
 #[inline(always)]
 fn direct<const N: usize>(data: usize, data_end: usize, off: usize) -> Option<Hdr> {
     let start = data + off;
-    if beyond(start, N, data_end) {
+    if beyond::<N>(start, data_end) {
         return None;
     }
     Some(Hdr(start))

@@ -3,12 +3,11 @@
 //! `Err(class)` when the answer is already known (`Other` for traffic that is
 //! not overlay, `Malformed` for headers that are truncated or inconsistent).
 use netobs_common::{
-    Class, Config, FlowKey, ENCAP_UDP, ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_IPV6,
-    MAX_DATA_PATH_PORTS,
+    Class, FlowKey, ENCAP_UDP, ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_IPV6, MAX_DATA_PATH_PORTS,
 };
 
 use crate::{
-    maps::scratch_key,
+    maps::{scratch_key, Cfg},
     mem,
     packet::{Hdr, Packet},
     verifier::widen,
@@ -68,14 +67,14 @@ fn need<P: Packet, const N: usize>(pkt: &P, off: usize, end: usize) -> Step<Hdr>
 /// is initialised with addresses, VNI or SPI and inner tuple (and left
 /// untouched otherwise).
 #[inline(always)]
-pub fn classify<P: Packet>(pkt: &P, cfg: &Config, meta: &mut Meta) -> Class {
+pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, meta: &mut Meta) -> Class {
     match outer(pkt, cfg, meta) {
         Ok(class) | Err(class) => class,
     }
 }
 
 #[inline(always)]
-fn outer<P: Packet>(pkt: &P, cfg: &Config, meta: &mut Meta) -> Step<Class> {
+fn outer<P: Packet>(pkt: &P, cfg: &Cfg, meta: &mut Meta) -> Step<Class> {
     let len = pkt.len();
     let (ethertype, l3) = ethernet(pkt, 0, len, 2)?;
     let ip = match ethertype {
@@ -241,10 +240,10 @@ fn esp(h: Hdr, key: &mut FlowKey, meta: &mut Meta) -> Step<Class> {
 }
 
 #[inline(always)]
-fn is_data_path_port(cfg: &Config, port: u16) -> bool {
+fn is_data_path_port(cfg: &Cfg, port: u16) -> bool {
     let mut i = 0;
     while i < MAX_DATA_PATH_PORTS {
-        let p = cfg.data_path_ports[i];
+        let p = cfg.port(i);
         if p != 0 && p == port {
             return true;
         }
@@ -254,13 +253,7 @@ fn is_data_path_port(cfg: &Config, port: u16) -> bool {
 }
 
 #[inline(always)]
-fn udp<P: Packet>(
-    pkt: &P,
-    cfg: &Config,
-    ip: &L3,
-    key: &mut FlowKey,
-    meta: &mut Meta,
-) -> Step<Class> {
+fn udp<P: Packet>(pkt: &P, cfg: &Cfg, ip: &L3, key: &mut FlowKey, meta: &mut Meta) -> Step<Class> {
     let h = need::<_, 8>(pkt, ip.l4, ip.end)?;
     let sport = h.be16(0);
     let dport = h.be16(2);

@@ -6,16 +6,16 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_probe_read_kernel};
 use netobs_common::{
-    counter_index, CacheSlot, Class, Config, Direction, Event, FlowKey, FlowStats, Stat,
-    CACHE_CTL_READING, CONFIG_FLAG_FULL_PATHS, CONFIG_FLAG_HTTP_EVENTS,
-    CONFIG_FLAG_NEW_FLOW_EVENTS, EVENT_HTTP_REQUEST, EVENT_NEW_FLOW, HTTP_METHOD_SLOTS,
-    HTTP_STATUS_CLASSES, MAX_IFACES, MAX_PATTERNS, PAYLOAD_SCAN_LEN, SNIPPET_LEN,
+    counter_index, CacheSlot, Class, Direction, Event, FlowKey, FlowStats, Stat, CACHE_CTL_READING,
+    CONFIG_FLAG_FULL_PATHS, CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS,
+    EVENT_HTTP_REQUEST, EVENT_NEW_FLOW, HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_IFACES,
+    MAX_PATTERNS, PAYLOAD_SCAN_LEN, SNIPPET_LEN,
 };
 
 use crate::{
     http,
     maps::{
-        scratch_key, CACHE_CTL, CONFIG, COUNTERS, EVENTS, FLOWS, FLOW_CACHE, IFACE_SLOTS, RATE,
+        scratch_key, Cfg, CACHE_CTL, COUNTERS, EVENTS, FLOWS, FLOW_CACHE, IFACE_SLOTS, RATE,
         SCRATCH, STATS,
     },
     matcher, mem,
@@ -29,7 +29,7 @@ const EEXIST: i32 = -17;
 
 #[inline(always)]
 pub fn observe<P: Packet>(pkt: &P, direction: Direction) -> Class {
-    let cfg = CONFIG.load();
+    let cfg = Cfg;
     let mut meta = Meta::default();
     let class = parse::classify(pkt, &cfg, &mut meta);
     let packets = pkt.segments();
@@ -89,9 +89,9 @@ fn add32(p: *mut u32, v: u32) {
 /// Counts the packet in this CPU's cache slot for the flow: plain adds, no
 /// shared cache line, no hashing of the long key into the shared table.
 #[inline(always)]
-fn flow<P: Packet>(pkt: &P, cfg: &Config, key: &FlowKey, meta: &Meta, packets: u64, bytes: u64) {
+fn flow<P: Packet>(pkt: &P, cfg: &Cfg, key: &FlowKey, meta: &Meta, packets: u64, bytes: u64) {
     let now = pkt.now();
-    let index = key.cache_hash() & cfg.flow_cache_mask;
+    let index = key.cache_hash() & cfg.flow_cache_mask();
     let Some(cached) = FLOW_CACHE.get_ptr_mut(index) else {
         return;
     };
@@ -130,10 +130,17 @@ fn flow<P: Packet>(pkt: &P, cfg: &Config, key: &FlowKey, meta: &Meta, packets: u
         }
     }
     if key.class == Class::Vxlan as u8 && meta.payload_len > 0 {
+        // HTTP only where it can be: a TCP payload of 8 bytes or more whose
+        // first byte opens a method or a status line.
+        let http = meta.inner_tcp
+            && meta.payload_len >= 8
+            && first_byte(pkt, meta.payload_off).is_some_and(http::may_open_http);
         // Every parser path arrives here with its own offset bounds; the
         // payload work is long, so it runs once for all of them.
-        if let Some(off) = widen(meta.payload_off) {
-            payload(pkt, cfg, key, off, meta, stats, now);
+        if http || cfg.pattern_count() > 0 {
+            if let Some(off) = widen(meta.payload_off) {
+                payload(pkt, cfg, key, off, meta, http, stats, now);
+            }
         }
     }
     if index == bypass_index(cfg) {
@@ -144,15 +151,15 @@ fn flow<P: Packet>(pkt: &P, cfg: &Config, key: &FlowKey, meta: &Meta, packets: u
 /// The slot after the cache's last: where a packet is counted when its own
 /// slot cannot be flushed (the agent is reading), to be flushed at once.
 #[inline(always)]
-fn bypass_index(cfg: &Config) -> u32 {
-    cfg.flow_cache_mask + 1
+fn bypass_index(cfg: &Cfg) -> u32 {
+    cfg.flow_cache_mask() + 1
 }
 
 /// The slot index for a flow that missed in the cache slot `cached` (at
 /// `index`): that slot, after the previous flow there was flushed into the
 /// shared table; or, while the agent is reading, the bypass slot.
 #[inline(always)]
-fn take(cached: *mut CacheSlot, index: u32, cfg: &Config, key: &FlowKey, now: u64) -> Option<u32> {
+fn take(cached: *mut CacheSlot, index: u32, cfg: &Cfg, key: &FlowKey, now: u64) -> Option<u32> {
     // SAFETY: per-CPU cache slot.
     if unsafe { (*cached).used } == 0 {
         claim(cached, cfg, key, now);
@@ -188,7 +195,7 @@ fn take(cached: *mut CacheSlot, index: u32, cfg: &Config, key: &FlowKey, now: u6
 // 512-byte stack and the map handed the copies.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-fn claim(slot: *mut CacheSlot, cfg: &Config, key: &FlowKey, now: u64) {
+fn claim(slot: *mut CacheSlot, cfg: &Cfg, key: &FlowKey, now: u64) {
     // SAFETY: per-CPU slot; `used` goes to 0 first and to 1 last, so a
     // reader copying the slot never takes half a key for a flow.
     unsafe {
@@ -203,7 +210,7 @@ fn claim(slot: *mut CacheSlot, cfg: &Config, key: &FlowKey, now: u64) {
     match unsafe { FLOWS.insert(&(*slot).key, &(*slot).stats, BPF_NOEXIST as u64) } {
         Ok(()) => {
             stat(Stat::FlowsCreated);
-            if key.class == Class::Vxlan as u8 && cfg.flags & CONFIG_FLAG_NEW_FLOW_EVENTS != 0 {
+            if key.class == Class::Vxlan as u8 && cfg.flags() & CONFIG_FLAG_NEW_FLOW_EVENTS != 0 {
                 new_flow_event(cfg, key, now);
             }
         }
@@ -275,19 +282,32 @@ fn flush(slot: *mut CacheSlot) {
     }
 }
 
-/// HTTP and user patterns in an unencrypted inner payload.
+/// The byte at `off`: straight from the packet when linear, else copied.
+#[inline(always)]
+fn first_byte<P: Packet>(pkt: &P, off: usize) -> Option<u8> {
+    if let Some(h) = pkt.at::<1>(off) {
+        return Some(h.u8(0));
+    }
+    let mut b = [0u8; 1];
+    pkt.copy_into(off, &mut b, 1).then_some(b[0])
+}
+
+/// HTTP (when `http`: the first byte may open it) and user patterns in an
+/// unencrypted inner payload.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn payload<P: Packet>(
     pkt: &P,
-    cfg: &Config,
+    cfg: &Cfg,
     key: &FlowKey,
     off: usize,
     meta: &Meta,
+    http: bool,
     stats: *mut FlowStats,
     now: u64,
 ) {
     let mut request = 0u8;
-    if meta.inner_tcp && meta.payload_len >= 8 {
+    if http {
         if let Some((head, tail)) = payload_head(pkt, off, meta.payload_len) {
             if let Some(method) = http::request_method(&head) {
                 // The verifier needs to see the bound itself; LLVM would drop
@@ -311,8 +331,8 @@ fn payload<P: Packet>(
             }
         }
     }
-    let want_event = request != 0 && cfg.flags & CONFIG_FLAG_HTTP_EVENTS != 0;
-    if !want_event && cfg.pattern_count == 0 {
+    let want_event = request != 0 && cfg.flags() & CONFIG_FLAG_HTTP_EVENTS != 0;
+    if !want_event && cfg.pattern_count() == 0 {
         return;
     }
     // One copy of the payload head serves the pattern scan and the event.
@@ -332,7 +352,7 @@ fn payload<P: Packet>(
     if want_event {
         http_event(cfg, key, buf, n, meta.payload_len, request, now);
     }
-    if cfg.pattern_count == 0 {
+    if cfg.pattern_count() == 0 {
         return;
     }
     let found = matcher::scan(buf, n);
@@ -373,11 +393,11 @@ fn payload_head<P: Packet>(pkt: &P, off: usize, len: usize) -> Option<([u8; 8], 
 
 /// Token bucket per CPU: bursts pass, floods are cut and counted.
 #[inline(always)]
-fn take_token(cfg: &Config, now: u64) -> bool {
+fn take_token(cfg: &Cfg, now: u64) -> bool {
     let Some(rl) = RATE.get_ptr_mut(0) else {
         return false;
     };
-    let burst = cfg.events_burst as u64;
+    let burst = cfg.events_burst() as u64;
     // SAFETY: per-CPU value.
     unsafe {
         let elapsed = now.wrapping_sub((*rl).last_refill_ns);
@@ -385,7 +405,7 @@ fn take_token(cfg: &Config, now: u64) -> bool {
             (*rl).tokens = burst;
             (*rl).last_refill_ns = now;
         } else {
-            let add = elapsed * cfg.events_per_sec as u64 / 1_000_000_000;
+            let add = elapsed * cfg.events_per_sec() as u64 / 1_000_000_000;
             if add > 0 {
                 let t = (*rl).tokens + add;
                 (*rl).tokens = if t > burst { burst } else { t };
@@ -403,7 +423,7 @@ fn take_token(cfg: &Config, now: u64) -> bool {
 
 #[inline(always)]
 fn reserve(
-    cfg: &Config,
+    cfg: &Cfg,
     kind: u8,
     key: &FlowKey,
     now: u64,
@@ -430,7 +450,7 @@ fn reserve(
 }
 
 #[inline(always)]
-fn new_flow_event(cfg: &Config, key: &FlowKey, now: u64) {
+fn new_flow_event(cfg: &Cfg, key: &FlowKey, now: u64) {
     if let Some(mut entry) = reserve(cfg, EVENT_NEW_FLOW, key, now) {
         // SAFETY: reserved Event.
         unsafe { mem::zero(&raw mut (*entry.as_mut_ptr()).snippet) };
@@ -443,7 +463,7 @@ fn new_flow_event(cfg: &Config, key: &FlowKey, now: u64) {
 /// the request line is copied into the event.
 #[inline(always)]
 fn http_event(
-    cfg: &Config,
+    cfg: &Cfg,
     key: &FlowKey,
     head: &[u8; PAYLOAD_SCAN_LEN],
     n: usize,
@@ -458,7 +478,7 @@ fn http_event(
     let (keep, cut) = http::redacted_len(
         head,
         if n < SNIPPET_LEN { n } else { SNIPPET_LEN },
-        cfg.flags & CONFIG_FLAG_FULL_PATHS != 0,
+        cfg.flags() & CONFIG_FLAG_FULL_PATHS != 0,
     );
     // SAFETY: reserved Event; keep <= SNIPPET_LEN bytes are copied from the
     // scratch buffer into the zeroed snippet, so nothing past the cut leaves

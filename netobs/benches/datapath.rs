@@ -11,6 +11,7 @@ use netobs_tests::packets::{self, Net};
 use serde_json::json;
 
 const REPEAT: u32 = 1_000_000;
+/// Runs per cell (`NETOBS_BENCH_RUNS` overrides).
 const RUNS: usize = 7;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -95,42 +96,100 @@ fn main() {
     let mut dp_patterns = Datapath::load(&patterns).expect("loading the datapath");
     dp.register_interface(1).expect("lo");
     dp_patterns.register_interface(1).expect("lo");
+    // NETOBS_BENCH_AB=path/to/other.bpf.o: another build of the kernel
+    // programs (same records), run alternated with this one and reported
+    // beside it: a change's effect, without the drift between two runs.
+    let ab_object = std::env::var_os("NETOBS_BENCH_AB").map(|p| {
+        let bytes = std::fs::read(&p).expect("reading NETOBS_BENCH_AB");
+        // The ELF parser wants 8-aligned data.
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: words spans at least bytes.len() bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                words.as_mut_ptr() as *mut u8,
+                bytes.len(),
+            )
+        };
+        (words, bytes.len())
+    });
+    let mut ab = ab_object.as_ref().map(|(words, len)| {
+        // SAFETY: the first len bytes of words are the file.
+        let object = unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, *len) };
+        let mut a = Datapath::load_object(&no_events, object).expect("loading NETOBS_BENCH_AB");
+        let mut b = Datapath::load_object(&patterns, object).expect("loading NETOBS_BENCH_AB");
+        a.register_interface(1).expect("lo");
+        b.register_interface(1).expect("lo");
+        (a, b)
+    });
 
+    // `cargo bench --bench datapath -- WORD` measures only the packets
+    // whose name holds WORD (for quick comparisons while changing code).
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let runs: usize = std::env::var("NETOBS_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RUNS);
     let mut rows = Vec::new();
-    println!("| packet | hook | netobs ns/pkt | empty ns/pkt | overhead ns |");
-    println!("|---|---|---:|---:|---:|");
+    if ab.is_some() {
+        println!("| packet | hook | netobs ns/pkt | empty ns/pkt | overhead ns | A/B object overhead ns | A/B minus this, paired ns |");
+        println!("|---|---|---:|---:|---:|---:|---:|");
+    } else {
+        println!("| packet | hook | netobs ns/pkt | empty ns/pkt | overhead ns |");
+        println!("|---|---|---:|---:|---:|");
+    }
     for (name, pkt, with_patterns) in kinds() {
+        if only.as_ref().is_some_and(|w| !name.contains(w.as_str())) {
+            continue;
+        }
         let d = if with_patterns {
             &mut dp_patterns
         } else {
             &mut dp
         };
         let run = RunPacket::new(&pkt);
+        let time = |d: &mut Datapath, xdp: bool| {
+            ns(if xdp {
+                d.run_xdp(&pkt, REPEAT).expect("xdp run").duration
+            } else {
+                d.run_tc(Direction::Ingress, &run, REPEAT)
+                    .expect("tc run")
+                    .duration
+            })
+        };
         for xdp in [false, true] {
-            let (mut full, mut empty, mut diff) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..RUNS {
+            let (mut full, mut empty, mut diff, mut ab_diff, mut paired) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..runs {
                 let e = ns(d.run_empty(xdp, &run, REPEAT).expect("empty run").duration);
-                let f = if xdp {
-                    d.run_xdp(&pkt, REPEAT).expect("xdp run").duration
-                } else {
-                    d.run_tc(Direction::Ingress, &run, REPEAT)
-                        .expect("tc run")
-                        .duration
-                };
-                let f = ns(f);
+                let f = time(d, xdp);
                 full.push(f);
                 empty.push(e);
                 diff.push(f - e);
+                if let Some((a, b)) = ab.as_mut() {
+                    let other = time(if with_patterns { b } else { a }, xdp);
+                    ab_diff.push(other - e);
+                    // Paired with the run just before it: drift cancels.
+                    paired.push(other - f);
+                }
             }
             let (f, e, o) = (median(full), median(empty), median(diff));
             let hook = if xdp { "xdp" } else { "tc" };
-            println!("| {name} | {hook} | {f:.1} | {e:.1} | {o:.1} |");
+            if ab.is_some() {
+                println!(
+                    "| {name} | {hook} | {f:.1} | {e:.1} | {o:.1} | {:.1} | {:+.1} |",
+                    median(ab_diff),
+                    median(paired)
+                );
+            } else {
+                println!("| {name} | {hook} | {f:.1} | {e:.1} | {o:.1} |");
+            }
             rows.push(json!({"packet": name, "hook": hook, "netobs_ns": f, "empty_ns": e, "overhead_ns": o}));
         }
     }
     let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());
     let _ = std::fs::create_dir_all(&dir);
-    let out = json!({"repeat": REPEAT, "runs": RUNS, "statistic": "median", "rows": rows});
+    let out = json!({"repeat": REPEAT, "runs": runs, "statistic": "median", "rows": rows});
     std::fs::write(
         format!("{dir}/datapath.json"),
         serde_json::to_string_pretty(&out).unwrap_or_default(),

@@ -221,6 +221,13 @@ pub struct Datapath {
 
 impl Datapath {
     pub fn load(opts: &Options) -> Result<Datapath, DatapathError> {
+        Datapath::load_object(opts, OBJECT)
+    }
+
+    /// `load`, from another build of the kernel programs with the same
+    /// records (`object`: the ELF file, 8-aligned): what the benchmarks
+    /// compare a change with, side by side in one run.
+    pub fn load_object(opts: &Options, object: &[u8]) -> Result<Datapath, DatapathError> {
         let cfg = opts.config()?;
         let table = matcher::compile(&opts.patterns)?;
         let mut loader = EbpfLoader::new();
@@ -236,7 +243,7 @@ impl Datapath {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| match &opts.pin {
+        let mut ebpf = loader.load(object).map_err(|e| match &opts.pin {
             // A pinned map from another version or table size.
             Some(dir) => DatapathError::Pin {
                 dir: dir.clone(),
