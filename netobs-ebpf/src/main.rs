@@ -51,6 +51,15 @@ pub fn netobs_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Never attached: the agent runs it (BPF_PROG_TEST_RUN) to pair the
+/// kernel's tick count with `CLOCK_MONOTONIC`, and so turn the ticks flows
+/// are stamped with into time.
+#[classifier]
+pub fn clock_probe(_ctx: TcContext) -> i32 {
+    maps::probe_clock();
+    TC_ACT_UNSPEC
+}
+
 /// Baseline for `cargo xtask bench`: the TC hook doing nothing. Never
 /// attached; the agent only runs it through BPF_PROG_TEST_RUN.
 #[classifier]

@@ -70,6 +70,23 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static RATE: PerCpuArray<RateLimit> = PerCpuArray::with_max_entries(1, 0);
 
+/// `[CLOCK_MONOTONIC ns, jiffies]`, read at the same moment by
+/// `clock_probe`.
+#[map]
+pub static CLOCK: Array<[u64; 2]> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn probe_clock() {
+    if let Some(c) = CLOCK.get_ptr_mut(0) {
+        // SAFETY: helpers without preconditions; c is the map's one value.
+        unsafe {
+            let ns = aya_ebpf::helpers::bpf_ktime_get_ns();
+            let ticks = aya_ebpf::helpers::bpf_jiffies64();
+            *c = [ns, ticks];
+        }
+    }
+}
+
 /// The flow key of the packet being handled, in this CPU's scratch space.
 #[inline(always)]
 pub fn scratch_key() -> Option<&'static mut core::mem::MaybeUninit<FlowKey>> {

@@ -19,7 +19,7 @@ use crate::{
         SCRATCH, STATS,
     },
     matcher, mem,
-    packet::Packet,
+    packet::{coarse_now, Packet},
     parse::{self, Meta},
     verifier::{forget, widen},
 };
@@ -139,7 +139,7 @@ fn flow<P: Packet>(pkt: &P, cfg: &Cfg, key: &FlowKey, meta: &Meta, packets: u64,
         // payload work is long, so it runs once for all of them.
         if http || cfg.pattern_count() > 0 {
             if let Some(off) = widen(meta.payload_off) {
-                payload(pkt, cfg, key, off, meta, http, stats, now);
+                payload(pkt, cfg, key, off, meta, http, stats);
             }
         }
     }
@@ -211,7 +211,7 @@ fn claim(slot: *mut CacheSlot, cfg: &Cfg, key: &FlowKey, now: u64) {
         Ok(()) => {
             stat(Stat::FlowsCreated);
             if key.class == Class::Vxlan as u8 && cfg.flags() & CONFIG_FLAG_NEW_FLOW_EVENTS != 0 {
-                new_flow_event(cfg, key, now);
+                new_flow_event(cfg, key);
             }
         }
         Err(EEXIST) => {}
@@ -304,7 +304,6 @@ fn payload<P: Packet>(
     meta: &Meta,
     http: bool,
     stats: *mut FlowStats,
-    now: u64,
 ) {
     let mut request = 0u8;
     if http {
@@ -350,7 +349,7 @@ fn payload<P: Packet>(
         return;
     }
     if want_event {
-        http_event(cfg, key, buf, n, meta.payload_len, request, now);
+        http_event(cfg, key, buf, n, meta.payload_len, request);
     }
     if cfg.pattern_count() == 0 {
         return;
@@ -426,8 +425,10 @@ fn reserve(
     cfg: &Cfg,
     kind: u8,
     key: &FlowKey,
-    now: u64,
 ) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
+    // Events are rare: they read the clock themselves, in nanoseconds,
+    // where flows keep the cheaper tick count.
+    let now = coarse_now();
     if !take_token(cfg, now) {
         return None;
     }
@@ -450,8 +451,8 @@ fn reserve(
 }
 
 #[inline(always)]
-fn new_flow_event(cfg: &Cfg, key: &FlowKey, now: u64) {
-    if let Some(mut entry) = reserve(cfg, EVENT_NEW_FLOW, key, now) {
+fn new_flow_event(cfg: &Cfg, key: &FlowKey) {
+    if let Some(mut entry) = reserve(cfg, EVENT_NEW_FLOW, key) {
         // SAFETY: reserved Event.
         unsafe { mem::zero(&raw mut (*entry.as_mut_ptr()).snippet) };
         entry.submit(0);
@@ -469,9 +470,8 @@ fn http_event(
     n: usize,
     payload_len: usize,
     method: u8,
-    now: u64,
 ) {
-    let Some(mut entry) = reserve(cfg, EVENT_HTTP_REQUEST, key, now) else {
+    let Some(mut entry) = reserve(cfg, EVENT_HTTP_REQUEST, key) else {
         return;
     };
     let e = entry.as_mut_ptr();

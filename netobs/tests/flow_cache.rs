@@ -248,3 +248,55 @@ fn slots_flushed_while_the_agent_reads_are_counted_once() {
     );
     assert_eq!(reader.inexact_reads(), 0);
 }
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn flow_times_are_the_monotonic_clock_to_a_tick() {
+    require_root!();
+    let mut dp = load(Options::default());
+    let clock = dp.tick_clock().expect("live loads have a tick clock");
+    let tick = clock.tick_ns() as u64;
+    // A stamp is the start of the tick the packet came in, placed by the
+    // calibration never late and at most its error early.
+    let early = tick + clock.error_ns();
+    assert!(
+        clock.error_ns() < 1_000_000,
+        "calibrated to {} ns",
+        clock.error_ns()
+    );
+    assert!(
+        (1_000_000..=10_000_000).contains(&tick),
+        "a tick of {tick} ns is not a kernel's (100 to 1000 Hz)"
+    );
+    let pkt = request(43000);
+    let t0 = monotonic_ns();
+    dp.run_tc(Direction::Ingress, &RunPacket::new(&pkt), 1)
+        .expect("tc run");
+    let t1 = monotonic_ns();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t2 = monotonic_ns();
+    dp.run_tc(Direction::Ingress, &RunPacket::new(&pkt), 1)
+        .expect("tc run");
+    let t3 = monotonic_ns();
+    let (flows, _) = read(&dp);
+    let v = &flows[&43000];
+    assert!(
+        v.first_seen_ns + early >= t0 && v.first_seen_ns <= t1,
+        "first seen {} outside {t0}..={t1} (tick {tick}, {early} early at most)",
+        v.first_seen_ns
+    );
+    assert!(
+        v.last_seen_ns + early >= t2 && v.last_seen_ns <= t3,
+        "last seen {} outside {t2}..={t3} (tick {tick}, {early} early at most)",
+        v.last_seen_ns
+    );
+}

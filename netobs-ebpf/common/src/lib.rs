@@ -384,6 +384,8 @@ pub struct FlowStats {
     /// Packets on the wire (a GSO super-packet counts as its segments).
     pub packets: u64,
     pub bytes: u64,
+    /// In the kernel's maps: kernel ticks (jiffies), or the capture's
+    /// nanoseconds in replay; as the agent's reader hands them on:
     /// `CLOCK_MONOTONIC` nanoseconds (capture time in replay).
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,

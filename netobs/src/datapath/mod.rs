@@ -3,6 +3,7 @@
 //! captured packets. Nothing here knows about Docker.
 pub mod attach;
 mod batch;
+pub mod clock;
 pub mod events;
 pub mod matcher;
 mod pin;
@@ -34,6 +35,8 @@ pub mod names {
     /// Do-nothing programs on the same hooks, the benchmarks' baseline.
     pub const BENCH_TC_EMPTY: &str = "bench_tc_empty";
     pub const BENCH_XDP_EMPTY: &str = "bench_xdp_empty";
+    /// Reads the tick count and the monotonic clock together (test runs only).
+    pub const CLOCK_PROBE: &str = "clock_probe";
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const STATS: &str = "STATS";
@@ -45,8 +48,9 @@ pub mod names {
     pub const MATCHER: &str = "MATCHER";
     pub const SCRATCH: &str = "SCRATCH";
     pub const RATE: &str = "RATE";
+    pub const CLOCK: &str = "CLOCK";
     /// Every map of the object (the benchmarks add up their memory).
-    pub const ALL_MAPS: [&str; 11] = [
+    pub const ALL_MAPS: [&str; 12] = [
         COUNTERS,
         STATS,
         IFACE_SLOTS,
@@ -57,6 +61,7 @@ pub mod names {
         MATCHER,
         SCRATCH,
         RATE,
+        CLOCK,
         ".rodata",
     ];
 }
@@ -106,6 +111,11 @@ pub enum DatapathError {
         dir: std::path::PathBuf,
         reason: String,
     },
+    #[error(
+        "cannot read the kernel's tick count against the clock (a test run of the clock probe \
+         saw no tick in a second)"
+    )]
+    Clock,
     #[error("reading map {name} in batches: {source}")]
     Batch {
         name: &'static str,
@@ -217,6 +227,8 @@ pub struct Datapath {
     flow_cache_slots: u32,
     /// See `Datapath::inexact_reads`.
     inexact_reads: std::sync::atomic::AtomicU64,
+    /// Live: how the flows' tick stamps become nanoseconds.
+    tick_clock: Option<clock::TickClock>,
 }
 
 impl Datapath {
@@ -276,6 +288,7 @@ impl Datapath {
             kernel_log,
             flow_cache_slots: opts.flow_cache_slots,
             inexact_reads: std::sync::atomic::AtomicU64::new(0),
+            tick_clock: None,
         };
         if opts.pin.is_some() {
             // Interfaces keep the slots (and so the counters) they had.
@@ -287,6 +300,9 @@ impl Datapath {
             dp.classifier(name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        if !opts.replay {
+            dp.tick_clock = Some(dp.calibrate_clock()?);
         }
         // XDP loads on first use: it needs bpf_xdp_load_bytes (5.18), and
         // TC mode must keep working on older kernels.

@@ -71,6 +71,17 @@ impl Datapath {
         let mut cached = self.cache()?;
         let cache_slots = cached.values().map(|(_, n)| *n).sum();
         let mut table_entries = 0;
+        let clock = self.tick_clock();
+        // Ticks to nanoseconds, live; replay's times are the capture's.
+        let mut visit = |k: &FlowKey, v: &FlowStats| match clock {
+            Some(c) => {
+                let mut t = *v;
+                t.first_seen_ns = c.ns(v.first_seen_ns);
+                t.last_seen_ns = c.ns(v.last_seen_ns);
+                visit(k, &t)
+            }
+            None => visit(k, v),
+        };
         let mut with_cache = |k: &FlowKey, v: &FlowStats| {
             table_entries += 1;
             match cached.remove(k) {
