@@ -6,6 +6,8 @@
 //! stores stay word stores.
 use core::ptr::{read_volatile, write_volatile};
 
+use netobs_common::{FAMILY_IPV4, FAMILY_NONE};
+
 /// Zeroes `*p`.
 ///
 /// # Safety
@@ -34,7 +36,14 @@ pub unsafe fn copy<T>(dst: *mut T, src: *const T) {
     }
 }
 
-/// Whether two keys are equal: one branch, not one per word.
+/// Whether two keys are equal.
+///
+/// The first word holds interface, direction, class and both address
+/// families; when it is equal, the words an address family leaves zero
+/// (the last 12 bytes of an IPv4 address, the whole inner tuple of ESP) are
+/// zero in both keys, so only the others are compared: 7 of 11 words for
+/// VXLAN over IPv4, 4 for ESP. Differences are OR-ed together: one branch
+/// per family, not one per word.
 ///
 /// # Safety
 /// `a` must be valid for reads of a FlowKey (8-aligned, as `b`).
@@ -42,10 +51,20 @@ pub unsafe fn copy<T>(dst: *mut T, src: *const T) {
 pub unsafe fn same_key(a: *const netobs_common::FlowKey, b: &netobs_common::FlowKey) -> bool {
     let x = a as *const u64;
     let y = b.quads();
-    let mut diff = 0u64;
-    for (i, w) in y.iter().enumerate() {
-        // SAFETY: within both keys.
-        diff |= unsafe { read_volatile(x.add(i)) } ^ *w;
+    // SAFETY: every index is within both keys (11 words).
+    let d = |i: usize| unsafe { read_volatile(x.add(i)) } ^ y[i];
+    // Word 0: ifindex, direction, class, families; 1 and 3: the first half
+    // of each outer address; 5: VNI or SPI, protocol, encapsulation.
+    let mut diff = d(0) | d(1) | d(3) | d(5);
+    if b.outer_family != FAMILY_IPV4 {
+        diff |= d(2) | d(4);
+    }
+    if b.inner_family != FAMILY_NONE {
+        // 6 and 8: the first half of each inner address; 10: the ports.
+        diff |= d(6) | d(8) | d(10);
+        if b.inner_family != FAMILY_IPV4 {
+            diff |= d(7) | d(9);
+        }
     }
     diff == 0
 }

@@ -98,27 +98,27 @@ fn flow<P: Packet>(pkt: &P, cfg: &Cfg, key: &FlowKey, meta: &Meta, packets: u64,
     // SAFETY: per-CPU value: only this CPU writes it, and programs do not
     // nest on a CPU (all run with bottom halves disabled).
     let hit = unsafe { (*cached).used != 0 && mem::same_key(&raw const (*cached).key, key) };
-    let index = if hit {
-        index
+    let (slot, index) = if hit {
+        (cached, index)
     } else {
-        match take(cached, index, cfg, key, now) {
-            Some(i) => i,
-            None => return,
-        }
-    };
-    // Hit, claim, flush and bypass leave different verifier states; looking
-    // the slot up again by a forgotten index gives the long payload code
-    // below one state to walk instead of four.
-    let index = forget(index);
-    let Some(slot) = FLOW_CACHE.get_ptr_mut(index) else {
-        return;
+        let Some(i) = take(cached, index, cfg, key, now) else {
+            return;
+        };
+        // Claim, flush and bypass leave different verifier states; looking
+        // the slot up again by a forgotten index gives the long payload code
+        // below one state to walk for all of them (and the hit another).
+        let i = forget(i);
+        let Some(slot) = FLOW_CACHE.get_ptr_mut(i) else {
+            return;
+        };
+        (slot, i)
     };
     // SAFETY: slot is this CPU's slot holding `key`.
     let stats = unsafe { &raw mut (*slot).stats };
+    // Written only when it changes: the tick count moves once a tick.
     unsafe {
         (*stats).packets += packets;
         (*stats).bytes += bytes;
-        // Written only when it changes: the coarse clock moves once a tick.
         if (*stats).last_seen_ns != now {
             (*stats).last_seen_ns = now;
         }

@@ -437,6 +437,15 @@ pub struct RateLimit {
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<Config>() == 24);
 const _: () = assert!(size_of::<FlowKey>() == 88);
+// The kernel's key compare goes by 64-bit word: addresses start on one.
+const _: () = assert!(
+    core::mem::offset_of!(FlowKey, outer_src) == 8
+        && core::mem::offset_of!(FlowKey, outer_dst) == 24
+        && core::mem::offset_of!(FlowKey, vni_or_spi) == 40
+        && core::mem::offset_of!(FlowKey, inner_src) == 48
+        && core::mem::offset_of!(FlowKey, inner_dst) == 64
+        && core::mem::offset_of!(FlowKey, inner_sport) == 80
+);
 const _: () = assert!(size_of::<FlowStats>() == 136);
 const _: () = assert!(size_of::<Event>() == 8 + 88 + 8 + SNIPPET_LEN);
 const _: () = assert!(size_of::<CacheSlot>() == 8 + 88 + 136);
