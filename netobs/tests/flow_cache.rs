@@ -300,3 +300,104 @@ fn flow_times_are_the_monotonic_clock_to_a_tick() {
         v.last_seen_ns
     );
 }
+
+#[test]
+fn keys_that_differ_in_one_field_are_never_merged() {
+    require_root!();
+    // One slot, and groups of flows that differ from their group's first
+    // flow in one field only, in each word of the key the compare looks at:
+    // IPv4 and IPv6 addresses (the last bytes of IPv6 ones too), VNI, SPI,
+    // ports, protocol. (The groups' first flows differ in address family.)
+    let mut dp = load(Options {
+        flow_cache_slots: 1,
+        ..Options::default()
+    });
+    let tcp = |net: &Net, sport, dport| packets::tcp(net, sport, dport, b"x");
+    let c = Net::containers();
+    let v4 = Net::v4;
+    let v6 = |a: &str, b: &str| Net::v6(a, b);
+    let vx = |outer: &Net, vni, inner: &[u8]| packets::vxlan(outer, 4789, vni, inner);
+    let o6 = v6("2001:db8::1", "2001:db8::2");
+    let i6 = v6("fd00::2", "fd00::3");
+    let groups: Vec<(Vec<u8>, Vec<Vec<u8>>)> = vec![
+        (
+            vx(&Net::nodes(), 7, &tcp(&c, 1000, 80)),
+            vec![
+                vx(&v4([192, 0, 2, 9], [192, 0, 2, 2]), 7, &tcp(&c, 1000, 80)),
+                vx(&v4([192, 0, 2, 1], [192, 0, 2, 9]), 7, &tcp(&c, 1000, 80)),
+                vx(&Net::nodes(), 8, &tcp(&c, 1000, 80)),
+                vx(
+                    &Net::nodes(),
+                    7,
+                    &tcp(&v4([10, 0, 9, 9], [10, 0, 9, 3]), 1000, 80),
+                ),
+                vx(
+                    &Net::nodes(),
+                    7,
+                    &tcp(&v4([10, 0, 9, 2], [10, 0, 9, 9]), 1000, 80),
+                ),
+                vx(&Net::nodes(), 7, &tcp(&c, 1001, 80)),
+                vx(&Net::nodes(), 7, &tcp(&c, 1000, 81)),
+                vx(&Net::nodes(), 7, &packets::udp(&c, 1000, 80, b"x")),
+            ],
+        ),
+        (
+            vx(&o6, 7, &tcp(&c, 1000, 80)),
+            vec![
+                vx(&v6("2001:db8::3", "2001:db8::2"), 7, &tcp(&c, 1000, 80)),
+                vx(&v6("2001:db8::1", "2001:db8::3"), 7, &tcp(&c, 1000, 80)),
+                vx(&v6("2001:db9::1", "2001:db8::2"), 7, &tcp(&c, 1000, 80)),
+            ],
+        ),
+        (
+            vx(&Net::nodes(), 7, &tcp(&i6, 1000, 80)),
+            vec![
+                vx(&Net::nodes(), 7, &tcp(&v6("fd00::4", "fd00::3"), 1000, 80)),
+                vx(&Net::nodes(), 7, &tcp(&v6("fd00::2", "fd00::4"), 1000, 80)),
+                vx(&Net::nodes(), 7, &tcp(&v6("fd01::2", "fd00::3"), 1000, 80)),
+            ],
+        ),
+        (
+            packets::esp(&Net::nodes(), 0x100, 1),
+            vec![
+                packets::esp(&Net::nodes(), 0x101, 1),
+                packets::esp(&v4([192, 0, 2, 1], [192, 0, 2, 9]), 0x100, 1),
+            ],
+        ),
+        (
+            packets::esp(&o6, 0x100, 1),
+            vec![
+                packets::esp(&v6("2001:db8::1", "2001:db8::4"), 0x100, 1),
+                packets::esp(&v6("2001:db8::5", "2001:db8::2"), 0x100, 1),
+            ],
+        ),
+    ];
+    let run = |dp: &mut Datapath, p: &[u8], n: u32| {
+        dp.run_tc(Direction::Ingress, &RunPacket::new(p), n)
+            .expect("tc run");
+    };
+    // Each group's first flow takes the slot before each of its others, so
+    // that they are compared with it and it with them. Firsts get 1000 and
+    // up, the others 1, 2, 3...: a merge shows as a count out of place.
+    let mut want = Vec::new();
+    let mut next = 1;
+    for (g, (first, others)) in groups.iter().enumerate() {
+        let base = 1000 * (g as u32 + 1);
+        run(&mut dp, first, base);
+        for p in others {
+            run(&mut dp, first, 1);
+            run(&mut dp, p, next);
+            want.push(next as u64);
+            next += 1;
+        }
+        want.push((base + others.len() as u32) as u64);
+    }
+    let mut counts = Vec::new();
+    let r = dp
+        .for_each_flow(|_, v| counts.push(v.packets))
+        .expect("reading flows");
+    assert!(r.exact);
+    counts.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(counts, want, "one flow per key, each with its own count");
+}
