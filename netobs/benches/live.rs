@@ -275,17 +275,19 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
             // counted.
             if let Some(last) = text.lines().rfind(|l| l.starts_with('{')) {
                 let j: Value = serde_json::from_str(last).unwrap_or(Value::Null);
-                let seen: u64 = ["ingress", "egress"]
-                    .iter()
-                    .flat_map(|d| {
-                        ["vxlan", "esp", "other", "malformed"]
-                            .map(|c| j["interfaces"][0][d][c]["packets"].as_u64().unwrap_or(0))
-                    })
-                    .sum();
+                let seen_dir = |d: &str| -> u64 {
+                    ["vxlan", "esp", "other", "malformed"]
+                        .map(|c| j["interfaces"][0][d][c]["packets"].as_u64().unwrap_or(0))
+                        .iter()
+                        .sum()
+                };
                 let end = link::stats(ns, dev).expect("link stats");
-                let carried =
-                    (end.rx_packets + end.tx_packets) - (start.rx_packets + start.tx_packets);
-                missed = Some(carried as i64 - seen as i64);
+                let rx = (end.rx_packets - start.rx_packets) as i64 - seen_dir("ingress") as i64;
+                let tx = (end.tx_packets - start.tx_packets) as i64 - seen_dir("egress") as i64;
+                if rx != 0 || tx != 0 {
+                    eprintln!("{observer}: missed {rx} received, {tx} sent");
+                }
+                missed = Some(rx + tx);
             }
         } else if let Some(l) = err.lines().find(|l| l.contains("dropped by kernel")) {
             missed = l.split_whitespace().next().and_then(|n| n.parse().ok());
@@ -325,11 +327,23 @@ fn main() {
         .stderr(Stdio::null());
     let _server = Process::spawn(server).expect("iperf3 server");
     std::thread::sleep(Duration::from_millis(500));
+    // NETOBS_BENCH_OBSERVERS="none,netobs tc": only these (while working
+    // on one of them).
+    let wanted = std::env::var("NETOBS_BENCH_OBSERVERS").ok();
+    let observers: Vec<&str> = OBSERVERS
+        .iter()
+        .copied()
+        .filter(|o| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.split(',').any(|x| x == *o))
+        })
+        .collect();
     let mut samples: BTreeMap<(bool, &str), Vec<Sample>> = BTreeMap::new();
     for run in 0..RUNS {
         for udp in [false, true] {
             // Alternate the order run by run so drift does not favour one.
-            let mut order: Vec<&str> = OBSERVERS.to_vec();
+            let mut order: Vec<&str> = observers.clone();
             if run % 2 == 1 {
                 order.reverse();
             }
