@@ -82,8 +82,20 @@ impl Datapath {
             }
             None => visit(k, v),
         };
+        // Most table entries have no live slot: a bit per cache hash rules
+        // them out before the map is asked (hashing an 88-byte key a million
+        // times a read costs a tenth of a second).
+        let mut in_cache = vec![0u64; CACHE_FILTER_BITS / 64];
+        for k in cached.keys() {
+            let b = k.cache_hash() as usize % CACHE_FILTER_BITS;
+            in_cache[b / 64] |= 1 << (b % 64);
+        }
         let mut with_cache = |k: &FlowKey, v: &FlowStats| {
             table_entries += 1;
+            let b = k.cache_hash() as usize % CACHE_FILTER_BITS;
+            if in_cache[b / 64] & (1 << (b % 64)) == 0 {
+                return visit(k, v);
+            }
             match cached.remove(k) {
                 Some((c, _)) => {
                     let mut m = *v;
@@ -266,6 +278,11 @@ impl Datapath {
         Ok(out.into_iter().collect())
     }
 }
+
+/// Bits of the filter that spares table entries without a live slot the
+/// map lookup: 128 KiB, under 1% false hits with the default cache on 2
+/// CPUs.
+const CACHE_FILTER_BITS: usize = 1 << 20;
 
 /// What one read of the flows found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
