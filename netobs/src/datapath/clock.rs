@@ -32,6 +32,11 @@ const SPAN: Duration = Duration::from_millis(50);
 /// A tick edge comes within one tick (10 ms at 100 Hz); past this something
 /// is wrong (a tickless kernel that stopped counting?).
 const EDGE_WAIT: Duration = Duration::from_secs(1);
+/// Probes this close bracket an edge well enough (a probe is a test run,
+/// tens of microseconds).
+const EDGE_GOOD_NS: u64 = 200_000;
+/// Edges tried at most for one closely bracketed (a tick each).
+const EDGE_TRIES: usize = 25;
 
 impl TickClock {
     /// The monotonic nanoseconds of tick count `ticks` (0 stays 0: unset).
@@ -76,9 +81,27 @@ impl Datapath {
         Ok((ns, ticks))
     }
 
+    /// A tick edge seen between two probes close together: a thread
+    /// preempted between its probes (a busy machine) sees the edge only to
+    /// within the preemption, so edges are taken again, the closest pair
+    /// kept.
+    fn tick_edge(&mut self) -> Result<(u64, u64, u64), DatapathError> {
+        let mut best = self.one_tick_edge()?;
+        for _ in 0..EDGE_TRIES {
+            if best.2 - best.1 <= EDGE_GOOD_NS {
+                break;
+            }
+            let e = self.one_tick_edge()?;
+            if e.2 - e.1 < best.2 - best.1 {
+                best = e;
+            }
+        }
+        Ok(best)
+    }
+
     /// A tick edge: the new tick count, and the times of the last probe
     /// before it and the first after it.
-    fn tick_edge(&mut self) -> Result<(u64, u64, u64), DatapathError> {
+    fn one_tick_edge(&mut self) -> Result<(u64, u64, u64), DatapathError> {
         let (mut before, start) = self.probe_clock()?;
         let deadline = Instant::now() + EDGE_WAIT;
         loop {
