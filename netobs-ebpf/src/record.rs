@@ -115,10 +115,10 @@ fn flow<P: Packet>(pkt: &P, cfg: &Cfg, key: &FlowKey, meta: &Meta, packets: u64,
     };
     // SAFETY: slot is this CPU's slot holding `key`.
     let stats = unsafe { &raw mut (*slot).stats };
-    // Written only when it changes: the tick count moves once a tick.
     unsafe {
         (*stats).packets += packets;
         (*stats).bytes += bytes;
+        // Written only when it changes: the tick count moves once a tick.
         if (*stats).last_seen_ns != now {
             (*stats).last_seen_ns = now;
         }
@@ -175,18 +175,22 @@ fn take(cached: *mut CacheSlot, index: u32, cfg: &Cfg, key: &FlowKey, now: u64) 
     }
     let reading = matches!(CACHE_CTL.get(0), Some(&CACHE_CTL_READING));
     let out = if reading {
-        stat(Stat::CacheBypassed);
-        let b = FLOW_CACHE.get_ptr_mut(bypass_index(cfg))?;
-        claim(b, cfg, key, now);
-        bypass_index(cfg)
+        // (The bypass slot is always there: the agent sizes the map.)
+        FLOW_CACHE.get_ptr_mut(bypass_index(cfg)).map(|b| {
+            stat(Stat::CacheBypassed);
+            claim(b, cfg, key, now);
+            bypass_index(cfg)
+        })
     } else {
         flush(cached);
         stat(Stat::CacheFlushes);
         claim(cached, cfg, key, now);
-        index
+        Some(index)
     };
+    // Whatever happened: a begun collision that never ends would keep the
+    // agent's reads waiting.
     stat(Stat::CacheCollisionsEnded);
-    Some(out)
+    out
 }
 
 /// Makes `slot` hold `key` with zero counts, and makes sure the shared
