@@ -135,9 +135,3 @@ impl Cfg {
         unsafe { core::ptr::read_volatile(&raw const (*Cfg::ptr()).data_path_ports[i]) }
     }
 }
-
-/// `CONFIG.flags` alone, for code without a `Cfg` at hand.
-#[inline(always)]
-pub fn config_flags() -> u8 {
-    Cfg.flags()
-}

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use netobs_common::{CONFIG_FLAG_REPLAY, REPLAY_CB_LEN, REPLAY_CB_TS_HI, REPLAY_CB_TS_LO};
 
-use crate::maps::config_flags;
+use crate::maps::Cfg;
 
 /// Below this many linear bytes even the outer headers are paged, and the
 /// skb is pulled. Above it nothing is pulled: the stack and GRO keep headers
@@ -105,7 +105,7 @@ fn ticks() -> u64 {
 
 #[inline(always)]
 fn replay() -> bool {
-    config_flags() & CONFIG_FLAG_REPLAY != 0
+    Cfg.flags() & CONFIG_FLAG_REPLAY != 0
 }
 
 /// `ptr + n > data_end`, kept in that shape: for n = 1 LLVM would rewrite it
