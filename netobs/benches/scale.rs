@@ -10,12 +10,13 @@ use std::{
 
 use netobs::{
     datapath::{names, testrun::RunPacket, Datapath, Options},
+    export::exporter::{Exporter, LastRequests},
     export::{
         alerts::{Alerts, Policy},
         metrics::Metrics,
     },
     inventory::Inventory,
-    poll::{LastRequests, Poller},
+    poll::Poller,
 };
 use netobs_common::Direction;
 use netobs_tests::packets::{self, Net};
@@ -124,18 +125,22 @@ fn main() {
         let rss_before = rss_kib("VmRSS:") as f64 / 1024.0;
         let inv = Arc::new(Inventory::default());
         let ifaces = [(1, "lo".to_owned(), 1)];
-        let mut poller = Poller::new(
+        let mut poller = Poller::new(10_000);
+        let mut exporter = Exporter::new(
             Metrics::new(10_000).expect("registry"),
             Alerts::new(Policy::default()),
             Duration::from_secs(300),
+            Default::default(),
         );
         let t = Instant::now();
         let last = LastRequests::default();
-        let first = poller.poll(&dp, &ifaces, &inv, &last).expect("first read");
+        let first = poller.poll(&dp, &ifaces, &inv).expect("first read");
+        exporter.export(&first, &ifaces, &inv, &last);
         let agent_ms = ms(t);
         drop(first);
         let t = Instant::now();
-        let read = poller.poll(&dp, &ifaces, &inv, &last).expect("second read");
+        let read = poller.poll(&dp, &ifaces, &inv).expect("second read");
+        exporter.export(&read, &ifaces, &inv, &last);
         let steady_ms = ms(t);
         let snap = read.snapshot;
         let evicted = snap.health.flow_evictions;
@@ -146,7 +151,7 @@ fn main() {
         assert_eq!(poller.tracked_flows(), snap.totals.flows);
         let stats = dp.stats().expect("stats");
         let reinserted = stats[netobs_common::Stat::FlowsReinserted as usize];
-        let m = &poller.metrics;
+        let m = exporter.metrics();
         let t = Instant::now();
         let text = m.render();
         let render = ms(t);

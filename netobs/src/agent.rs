@@ -1,6 +1,7 @@
 //! `netobs run`: attach, then once a second read the kernel's maps, label
 //! what grew with the inventory, export it, raise alerts; until SIGINT or
-//! SIGTERM, then detach.
+//! SIGTERM, then detach. What is printed is the CLI's business: the agent
+//! hands totals, alerts and events to a [`Sink`].
 //!
 //! Tasks: this one owns the datapath and the flow model; one follows the
 //! Docker engine; one drains the event ring; one serves HTTP. The model goes
@@ -10,7 +11,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use netobs_common::DEFAULT_DATA_PATH_PORT;
-use serde_json::json;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -18,6 +18,7 @@ use tokio::{
 };
 
 use crate::{
+    api::{Alert, DataPath, EventKind, FlowEvent, Policy, PortSource},
     datapath::{
         attach::Mode,
         events::{self, CapturePaths},
@@ -25,28 +26,55 @@ use crate::{
         Datapath, Options,
     },
     export::{
-        alerts::{Alerts, Policy},
+        alerts::Alerts,
+        exporter::{Exporter, LastRequests},
         http::{self, ApiState},
         metrics::Metrics,
     },
-    flows::{
-        label::{Labeler, UNKNOWN},
-        method_name, Clock, Flow, FlowKeyView,
-    },
-    inventory::{self, Inventory, InventoryRx},
-    poll::{self, Iface, LastRequests, Poller, Read},
+    flows::{label::Labeler, method_name, Clock, Flow},
+    inventory::{self, Inventory},
+    poll::{Iface, Poller, Read},
 };
 
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9477";
 const POLL: Duration = Duration::from_secs(1);
 
+/// Which ports carry the data path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortChoice {
+    /// `--data-path-port`, as given.
+    Given(Vec<u16>),
+    /// The swarm's own (a manager can read it), else Docker's default.
+    AskSwarm,
+}
+
+/// What the agent hands out; the CLI renders it.
+pub enum Output<'a> {
+    /// Every `print_every`, and once after detaching (`last`).
+    Totals {
+        read: &'a Read,
+        docker_up: bool,
+        /// The inventory names networks: the groups mean something.
+        networks_known: bool,
+        last: bool,
+    },
+    /// An alert raised, or due its reminder.
+    Alert(&'a Alert),
+    /// A new plaintext flow or an HTTP request (with `events`).
+    Event(&'a FlowEvent),
+}
+
+/// Where the agent's output goes.
+pub type Sink = Arc<dyn Fn(Output<'_>) + Send + Sync>;
+
 pub struct AgentConfig {
     pub ifaces: Vec<String>,
     pub mode: Mode,
-    /// Options for the datapath; `data_path_ports` empty means "ask the swarm".
+    pub ports: PortChoice,
+    /// Options for the datapath; its ports are set from `ports`.
     pub datapath: Options,
     pub print_every: Duration,
-    pub json: bool,
+    /// Hand every event to the sink, not only keep the last requests.
     pub events: bool,
     pub capture_paths: CapturePaths,
     pub metrics_addr: SocketAddr,
@@ -59,15 +87,14 @@ pub struct AgentConfig {
 }
 
 /// The data-path port(s): the flag, else the swarm's (a manager can read
-/// it), else Docker's default; says which, in the log and as `flag`,
-/// `swarm` or `default`.
-async fn data_path_ports(cfg: &AgentConfig) -> (Vec<u16>, &'static str) {
-    if !cfg.datapath.data_path_ports.is_empty() {
-        log::info!(
-            "data-path port {:?} (from --data-path-port)",
-            cfg.datapath.data_path_ports
-        );
-        return (cfg.datapath.data_path_ports.clone(), "flag");
+/// it), else Docker's default; says which, in the log and in the API.
+async fn data_path_ports(cfg: &AgentConfig) -> DataPath {
+    if let PortChoice::Given(ports) = &cfg.ports {
+        log::info!("data-path port {ports:?} (from --data-path-port)");
+        return DataPath {
+            ports: ports.clone(),
+            from: PortSource::Flag,
+        };
     }
     if cfg.docker {
         let probe = async {
@@ -77,17 +104,23 @@ async fn data_path_ports(cfg: &AgentConfig) -> (Vec<u16>, &'static str) {
         };
         if let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(5), probe).await {
             log::info!("data-path port {p} (from the swarm)");
-            return (vec![p], "swarm");
+            return DataPath {
+                ports: vec![p],
+                from: PortSource::Swarm,
+            };
         }
     }
     log::info!(
         "data-path port {DEFAULT_DATA_PATH_PORT} (Docker's default: the swarm's own could not be \
          read here, which takes a manager; set --data-path-port if the swarm uses another)"
     );
-    (vec![DEFAULT_DATA_PATH_PORT], "default")
+    DataPath {
+        ports: vec![DEFAULT_DATA_PATH_PORT],
+        from: PortSource::Default,
+    }
 }
 
-pub async fn run(mut cfg: AgentConfig) -> Result<()> {
+pub async fn run(mut cfg: AgentConfig, sink: Sink) -> Result<()> {
     // First: a stop asked for while attaching must still detach cleanly.
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -96,8 +129,8 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         crate::datapath::attach::ifindex(iface)?;
     }
     crate::privileges::check()?;
-    let (ports, ports_from) = data_path_ports(&cfg).await;
-    cfg.datapath.data_path_ports = ports;
+    let data_path = data_path_ports(&cfg).await;
+    cfg.datapath.data_path_ports = data_path.ports.clone();
     let mut dp = Datapath::load(&cfg.datapath)?;
     let mut watched = Vec::new();
     for iface in &cfg.ifaces {
@@ -150,8 +183,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     let events = tokio::spawn(drain_events(
         ring,
         EventSink {
-            show: cfg.events,
-            json: cfg.json,
+            out: cfg.events.then(|| sink.clone()),
             paths: cfg.capture_paths,
             last_requests: last_requests.clone(),
         },
@@ -161,12 +193,13 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         .take_kernel_log()
         .map(|l| tokio::spawn(forward_kernel_log(l)));
 
-    let mut poller = Poller::new(
+    let mut poller = Poller::new(metrics.max_series());
+    let mut exporter = Exporter::new(
         metrics,
         Alerts::new(cfg.require_encryption.clone()),
         cfg.series_grace,
-    )
-    .with_data_path(cfg.datapath.data_path_ports.clone(), ports_from);
+        data_path,
+    );
     let mut ifaces = interfaces(&dp, &watched);
     let mut tick = tokio::time::interval(POLL);
     // A read of a huge table may take longer than a tick: start the next one
@@ -181,12 +214,21 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
                     ifaces = interfaces(&dp, &watched);
                 }
                 let inv = inv_rx.borrow().clone();
-                let read = poller.poll(&dp, &ifaces, &inv, &last_requests)?;
+                let read = poller.poll(&dp, &ifaces, &inv)?;
+                let exported = exporter.export(&read, &ifaces, &inv, &last_requests);
+                for a in &exported.raised {
+                    sink(Output::Alert(a));
+                }
                 n += 1;
                 if n.is_multiple_of(polls_per_print) {
-                    print(cfg.json, &read, &inv, false);
+                    sink(Output::Totals {
+                        read: &read,
+                        docker_up: inv.docker_up,
+                        networks_known: !inv.networks.is_empty(),
+                        last: false,
+                    });
                 }
-                let _ = api_tx.send(Arc::new(read.api));
+                let _ = api_tx.send(Arc::new(exported.api));
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -195,7 +237,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     // One last read with the programs still attached, then detach: every
     // packet counted is in the final numbers.
     let inv = inv_rx.borrow().clone();
-    let last = poller.poll(&dp, &ifaces, &inv, &last_requests)?;
+    let last = poller.poll(&dp, &ifaces, &inv)?;
     drop(watched);
     let _ = stop_tx.send(true);
     events.abort();
@@ -206,7 +248,12 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     if let Some(w) = watcher {
         let _ = tokio::time::timeout(Duration::from_secs(1), w).await;
     }
-    print(cfg.json, &last, &inv, true);
+    sink(Output::Totals {
+        read: &last,
+        docker_up: inv.docker_up,
+        networks_known: !inv.networks.is_empty(),
+        last: true,
+    });
     log::info!("detached");
     Ok(())
 }
@@ -256,45 +303,19 @@ fn recheck(dp: &mut Datapath, watched: &mut [Watched]) -> bool {
     moved
 }
 
-fn print(as_json: bool, read: &Read, inv: &Inventory, last: bool) {
-    let snap = &read.snapshot;
-    if as_json {
-        let v = json!({
-            "final": last,
-            "interfaces": snap.interfaces,
-            "classes": snap.classes(),
-            "vnis": snap.vnis(),
-            "http": {
-                "requests": snap.http_requests(),
-                "responses": snap.http_responses(),
-                "methods": snap.http_by_method(),
-            },
-            "patterns": snap.pattern_hits(),
-            "flows": snap.totals.flows,
-            "health": snap.health,
-            "docker_up": inv.docker_up,
-        });
-        println!("{v}");
-    } else {
-        print!("{}", crate::cli::render::totals(snap, last));
-        if !inv.networks.is_empty() {
-            for ((net, src, dst, class), pkts) in poll::summary(&read.groups) {
-                println!("  {net:<14} {class:<6} {src} -> {dst}: {pkts} packets");
-            }
-        }
-    }
-}
-
-/// Where events go: printed with `--events`, and the last request of each
-/// flow kept for the API.
+/// Where events go: to the sink with `--events`, and the last request of
+/// each flow kept for the API.
 struct EventSink {
-    show: bool,
-    json: bool,
+    out: Option<Sink>,
     paths: CapturePaths,
     last_requests: LastRequests,
 }
 
-async fn drain_events(ring: RingBuf<MapData>, sink: EventSink, inv: InventoryRx) -> Result<()> {
+async fn drain_events(
+    ring: RingBuf<MapData>,
+    sink: EventSink,
+    inv: inventory::InventoryRx,
+) -> Result<()> {
     // SAFETY: the RingBuf owns its descriptor and moves into the AsyncFd,
     // which deregisters it before dropping it.
     let mut fd = unsafe { AsyncFd::register(ring) }
@@ -307,69 +328,31 @@ async fn drain_events(ring: RingBuf<MapData>, sink: EventSink, inv: InventoryRx)
             let Some(e) = events::decode(&item) else {
                 continue;
             };
-            if e.kind == netobs_common::EVENT_HTTP_REQUEST {
-                let f = Flow::from_raw(&e.key, &Default::default(), &[], clock);
+            let http = e.kind == netobs_common::EVENT_HTTP_REQUEST;
+            let flow = Flow::from_raw(&e.key, &Default::default(), &[], clock);
+            if http {
                 sink.last_requests
-                    .insert(f.sort_key(), events::snippet(&e, sink.paths));
+                    .insert(flow.sort_key(), events::snippet(&e, sink.paths));
             }
-            if sink.show {
+            if let Some(out) = &sink.out {
                 let inv = inv.borrow().clone();
-                println!("{}", event_line(&e, &clock, sink.json, sink.paths, &inv));
+                let event = FlowEvent {
+                    event: if http {
+                        EventKind::HttpRequest
+                    } else {
+                        EventKind::NewPlaintextFlow
+                    },
+                    time: clock.unix_seconds(e.timestamp_ns),
+                    labels: Labeler::new(&inv).label(&flow),
+                    method: http.then(|| method_name(e.http_method).to_owned()),
+                    request: http.then(|| events::snippet(&e, sink.paths)),
+                    truncated: http && e.snippet_truncated != 0,
+                    flow,
+                };
+                out(Output::Event(&event));
             }
         }
         guard.clear_ready();
-    }
-}
-
-fn event_line(
-    e: &netobs_common::Event,
-    clock: &Clock,
-    as_json: bool,
-    paths: CapturePaths,
-    inv: &Inventory,
-) -> String {
-    let f = Flow::from_raw(&e.key, &Default::default(), &[], *clock);
-    let l = Labeler::new(inv).label(&f);
-    let v = FlowKeyView(&f);
-    let http = e.kind == netobs_common::EVENT_HTTP_REQUEST;
-    if as_json {
-        let mut j = json!({
-            "event": if http { "http_request" } else { "new_plaintext_flow" },
-            "time": clock.unix_seconds(e.timestamp_ns),
-            "network": l.network, "vni": f.vni, "encrypted": l.encrypted,
-            "src_service": l.src_service, "dst_service": l.dst_service, "peer_node": l.peer_node,
-            "outer": v.outer(), "inner": v.inner(),
-        });
-        if http {
-            j["method"] = json!(method_name(e.http_method));
-            j["request"] = json!(events::snippet(e, paths));
-            j["truncated"] = json!(e.snippet_truncated != 0);
-        }
-        return j.to_string();
-    }
-    let who = |s: &str, ip: String| if s == UNKNOWN { ip } else { s.to_owned() };
-    let src = who(&l.src_service, v.inner());
-    let dst = who(&l.dst_service, String::new());
-    let net = if l.network == UNKNOWN {
-        format!("vni {}", v.id())
-    } else {
-        l.network.clone()
-    };
-    if http {
-        format!(
-            "http  {net} {src} -> {dst} {:?}{}",
-            events::snippet(e, paths),
-            if e.snippet_truncated != 0 {
-                " (query cut)"
-            } else {
-                ""
-            }
-        )
-    } else {
-        format!(
-            "flow  {net} {src} -> {dst} (new plaintext flow, peer {})",
-            l.peer_node
-        )
     }
 }
 

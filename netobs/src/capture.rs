@@ -69,7 +69,7 @@ pub struct Frame {
 }
 
 /// Records read so far that could not be replayed, and why.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Skipped {
     /// Link types netobs does not parse (e.g. 802.11, USB).
     pub unsupported_link_type: u64,

@@ -5,6 +5,7 @@
 //! metrics) -> `export` and `cli` (serving and rendering). `capture` and `replay` feed
 //! captured packets to the same programs.
 pub mod agent;
+pub mod api;
 pub mod audit;
 pub mod capture;
 pub mod cli;

@@ -1,14 +1,15 @@
 //! `replay`: every packet of a capture through the same loaded programs, then
 //! the same map reading and flow model as `run`.
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
-use netobs_common::{Class, Direction};
-use serde::Serialize;
+use netobs_common::Direction;
+use serde::{Deserialize, Serialize};
 
 use crate::{
+    api::{Flow, Totals},
     capture::{Capture, CaptureError, Skipped, Way},
     datapath::{testrun::RunPacket, Datapath, DatapathError, Options},
-    flows::{ClassCounts, Clock, Flow, Health, Snapshot},
+    flows::{Clock, Snapshot},
 };
 
 /// BPF_PROG_TEST_RUN runs on the loopback device unless told otherwise.
@@ -24,30 +25,20 @@ pub enum ReplayError {
     Privileges(#[from] crate::privileges::MissingCapabilities),
 }
 
-#[derive(Debug, Serialize)]
-pub struct HttpSummary {
-    pub requests: u64,
-    pub responses: u64,
-    pub methods: BTreeMap<&'static str, u64>,
-}
-
-/// What `replay --json` prints.
-#[derive(Debug, Serialize)]
+/// What `replay --json` prints: the totals in the shape `run --json` and
+/// the API's summary use, and every flow.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ReplayReport {
     pub file: String,
     /// Records run through the programs (skipped ones excluded).
     pub packets: u64,
     pub skipped: Skipped,
-    /// Packets per class.
-    pub classes: BTreeMap<&'static str, u64>,
-    /// Bytes per class (original lengths).
-    pub bytes: BTreeMap<&'static str, u64>,
-    /// Packets per VNI.
-    pub vnis: BTreeMap<String, u64>,
-    pub http: HttpSummary,
-    pub patterns: BTreeMap<String, u64>,
+    /// Why reading stopped early (a truncated or damaged file): the counts
+    /// cover every record before the damage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
+    pub totals: Totals,
     pub flows: Vec<Flow>,
-    pub health: Health,
 }
 
 pub fn replay(path: &Path, mut opts: Options) -> Result<ReplayReport, ReplayError> {
@@ -62,8 +53,17 @@ pub fn replay(path: &Path, mut opts: Options) -> Result<ReplayReport, ReplayErro
     let mut dp = Datapath::load(&opts)?;
     dp.register_interface(REPLAY_IFINDEX)?;
     let mut packets = 0u64;
+    let mut damaged = None;
     while let Some(frame) = capture.next_frame() {
-        let frame = frame?;
+        // A capture cut short (tcpdump killed mid-write) still holds good
+        // records: count them, and say where it broke.
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                damaged = Some(e.to_string());
+                break;
+            }
+        };
         let direction = match frame.way {
             Way::Outbound => Direction::Egress,
             Way::Inbound | Way::Unknown => Direction::Ingress,
@@ -88,35 +88,18 @@ pub fn replay(path: &Path, mut opts: Options) -> Result<ReplayReport, ReplayErro
         dp.patterns(),
         Clock::Unix,
     );
-    Ok(report(path, packets, capture.skipped, &snapshot))
+    let mut r = report(path, packets, capture.skipped, &snapshot);
+    r.damaged = damaged;
+    Ok(r)
 }
 
 fn report(path: &Path, packets: u64, skipped: Skipped, s: &Snapshot) -> ReplayReport {
-    let classes: ClassCounts = s.classes();
     ReplayReport {
         file: path.display().to_string(),
         packets,
         skipped,
-        classes: Class::ALL
-            .iter()
-            .map(|c| (c.name(), classes.get(*c).packets))
-            .collect(),
-        bytes: Class::ALL
-            .iter()
-            .map(|c| (c.name(), classes.get(*c).bytes))
-            .collect(),
-        vnis: s
-            .vnis()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        http: HttpSummary {
-            requests: s.http_requests(),
-            responses: s.http_responses(),
-            methods: s.http_by_method(),
-        },
-        patterns: s.pattern_hits(),
+        damaged: None,
+        totals: s.totals(),
         flows: s.flows.clone(),
-        health: s.health,
     }
 }

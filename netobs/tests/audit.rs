@@ -9,12 +9,14 @@ use std::{
 };
 
 use netobs::{
+    api::{
+        Alert, AlertKind, Class, DataPath, Direction, Encryption, Flow, FlowLabels, LabelledFlow,
+        NetworkStatus, Policy, PortSource,
+    },
     audit::{self, xfrm, AgentView, Inputs, Severity},
-    export::alerts::Policy,
     inventory::{Endpoint, EndpointKind, Inventory, Network, Node, Peer, SwarmState},
 };
 use netobs_tests::{netns::Netns, require_root};
-use serde_json::{json, Value};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -141,7 +143,7 @@ fn ipsec_policies_and_options_are_judged() {
     };
     assert_eq!(by_network("typo"), ["mistyped_option", "not_encrypted"]);
     assert_eq!(by_network("ingress"), ["ingress_plaintext"]);
-    let status: Vec<(&str, &str)> = r
+    let status: Vec<(&str, NetworkStatus)> = r
         .networks
         .iter()
         .map(|n| (n.name.as_str(), n.status))
@@ -149,9 +151,9 @@ fn ipsec_policies_and_options_are_judged() {
     assert_eq!(
         status,
         [
-            ("ingress", "not_encrypted"),
-            ("typo", "not_encrypted"),
-            ("vault", "broken"),
+            ("ingress", NetworkStatus::NotEncrypted),
+            ("typo", NetworkStatus::NotEncrypted),
+            ("vault", NetworkStatus::Broken),
         ]
     );
     assert!(
@@ -159,7 +161,10 @@ fn ipsec_policies_and_options_are_judged() {
         "critical first"
     );
     assert_eq!(r.exit_code(), 1);
-    assert_eq!((r.data_path_port, r.data_path_port_from), (4789, "swarm"));
+    assert_eq!(
+        (r.data_path_port, r.data_path_port_from),
+        (4789, PortSource::Swarm)
+    );
 }
 
 /// The outbound policy Docker programs towards a peer: the data path
@@ -207,20 +212,82 @@ fn healthy_xfrm(now: f64, age: f64) -> xfrm::Xfrm {
 const ME: &str = "10.220.0.1";
 const PEERS: [&str; 3] = ["10.220.0.2", "10.220.0.3", "10.220.0.4"];
 
+/// A flow of `class` between this node and `far`, seen from `first` to
+/// `last`, with nothing else known of it.
+fn flow(class: Class, direction: &str, far: IpAddr, first: f64, last: f64) -> LabelledFlow {
+    let egress = direction == "egress";
+    let (src, dst) = if egress { (ip(ME), far) } else { (far, ip(ME)) };
+    LabelledFlow {
+        flow: Flow {
+            ifindex: 2,
+            direction: if egress {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            },
+            class,
+            outer_src: Some(src),
+            outer_dst: Some(dst),
+            vni: None,
+            spi: None,
+            esp_in_udp: None,
+            esp_seq: None,
+            inner_proto: None,
+            inner_src: None,
+            inner_dst: None,
+            inner_sport: None,
+            inner_dport: None,
+            packets: 10,
+            bytes: 1000,
+            first_seen: first,
+            last_seen: last,
+            http_requests: BTreeMap::new(),
+            http_responses: BTreeMap::new(),
+            pattern_hits: BTreeMap::new(),
+            tcp_flags: None,
+        },
+        labels: FlowLabels {
+            network: String::new(),
+            vni: String::new(),
+            encrypted: Encryption::Encrypted,
+            peer_node: String::new(),
+            src_service: String::new(),
+            dst_service: String::new(),
+            peer_known: true,
+        },
+        last_request: None,
+    }
+}
+
 /// An ESP flow with node `peer` ("n2" is 10.220.0.2).
-fn esp_flow(peer: &str, direction: &str, spi: u32, seq: u32, first: f64, last: f64) -> Value {
-    let far = format!("10.220.0.{}", &peer[1..]);
-    let (src, dst) = if direction == "egress" {
-        (ME.to_owned(), far)
-    } else {
-        (far, ME.to_owned())
-    };
-    json!({
-        "class": "esp", "direction": direction, "spi": spi, "esp_seq": seq,
-        "esp_in_udp": false, "outer_src": src, "outer_dst": dst,
-        "packets": 10, "first_seen": first, "last_seen": last,
-        "labels": {"peer_node": peer},
-    })
+fn esp_flow(
+    peer: &str,
+    direction: &str,
+    spi: u32,
+    seq: u32,
+    first: f64,
+    last: f64,
+) -> LabelledFlow {
+    let far = ip(&format!("10.220.0.{}", &peer[1..]));
+    let mut f = flow(Class::Esp, direction, far, first, last);
+    f.flow.spi = Some(spi);
+    f.flow.esp_seq = Some(seq);
+    f.flow.esp_in_udp = Some(false);
+    f.labels.peer_node = peer.to_owned();
+    f
+}
+
+/// Plaintext VXLAN from `src` to `dst` on the vault network (VNI 4100).
+fn leak(src: &str, dst: &str, packets: u64, first: f64, last: f64) -> LabelledFlow {
+    let mut f = flow(Class::Vxlan, "egress", ip(PEERS[0]), first, last);
+    f.flow.vni = Some(4100);
+    f.flow.packets = packets;
+    f.labels.network = "vault".into();
+    f.labels.vni = "4100".into();
+    f.labels.src_service = src.into();
+    f.labels.dst_service = dst.into();
+    f.labels.peer_node = "n2".into();
+    f
 }
 
 fn kinds(r: &audit::Report) -> Vec<(&str, Option<&str>)> {
@@ -244,8 +311,8 @@ static NO_AGENT: OnceLock<AgentView> = OnceLock::new();
 fn inputs<'a>(
     inv: &'a Inventory,
     x: &'a xfrm::Xfrm,
-    flows: &'a [Value],
-    flows_before: &'a [Value],
+    flows: &'a [LabelledFlow],
+    flows_before: &'a [LabelledFlow],
 ) -> Inputs<'a> {
     Inputs {
         inv,
@@ -263,11 +330,13 @@ fn inputs<'a>(
 }
 
 /// An agent classifying `ports` as VXLAN, from `from`.
-fn agent_on(ports: &[u16], from: &str) -> AgentView {
+fn agent_on(ports: &[u16], from: PortSource) -> AgentView {
     AgentView {
-        data_path_ports: ports.to_vec(),
-        data_path_port_from: from.into(),
-        require_encryption: String::new(),
+        data_path: DataPath {
+            ports: ports.to_vec(),
+            from,
+        },
+        require_encryption: Policy::None,
     }
 }
 
@@ -285,7 +354,7 @@ fn a_healthy_encrypted_network_passes() {
         esp_flow("n2", "egress", 0x100, 500, NOW - 600.0, NOW - 1.0),
         esp_flow("n2", "ingress", 0x200, 400, NOW - 600.0, NOW - 2.0),
     ];
-    let agent = agent_on(&[7789, 4789], "flag");
+    let agent = agent_on(&[7789, 4789], PortSource::Flag);
     let r = audit::audit(&Inputs {
         // This command's flag wins over the agent's port.
         data_path_port: Some(4789),
@@ -293,11 +362,14 @@ fn a_healthy_encrypted_network_passes() {
         ..inputs(&inv, &x, &flows, &flows)
     });
     assert_eq!(kinds(&r), [], "{:#?}", r.findings);
-    assert_eq!(r.networks[0].status, "protected");
+    assert_eq!(r.networks[0].status, NetworkStatus::Protected);
     assert_eq!(r.exit_code(), 0);
     assert_eq!(r.networks[0].peers.len(), 3, "every remote peer checked");
     assert_eq!(r.networks[0].peers[0].newest_sa_age_secs, Some(3600.0));
-    assert_eq!((r.data_path_port, r.data_path_port_from), (4789, "flag"));
+    assert_eq!(
+        (r.data_path_port, r.data_path_port_from),
+        (4789, PortSource::Flag)
+    );
 }
 
 #[test]
@@ -317,10 +389,10 @@ fn esp_health_is_judged_per_peer() {
         esp_flow("n2", "ingress", 0x200, 9, NOW - 60.0, NOW - 2.0),
     ];
     let mut in_udp = esp_flow("n4", "egress", 0x102, 30, NOW - 30.0, NOW - 1.0);
-    in_udp["esp_in_udp"] = true.into();
+    in_udp.flow.esp_in_udp = Some(true);
     let mut vpn = esp_flow("n9", "egress", 0x999, 30, NOW - 30.0, NOW - 1.0);
-    vpn["labels"]["peer_node"] = "203.0.113.9".into();
-    vpn["outer_dst"] = "203.0.113.9".into();
+    vpn.labels.peer_node = "203.0.113.9".into();
+    vpn.flow.outer_dst = Some(ip("203.0.113.9"));
     let now = [
         esp_flow("n2", "egress", 0x100, u32::MAX - 3_600_000, NOW - 60.0, NOW),
         esp_flow("n2", "ingress", 0x200, 10, NOW - 60.0, NOW - 1.0),
@@ -354,7 +426,11 @@ fn esp_health_is_judged_per_peer() {
     let out = &n2.spis[0];
     assert_eq!((out.spi.as_str(), out.seq_per_sec), ("0x00000100", 500.0));
     assert_eq!(out.wraps_in_secs, Some(7200.0));
-    assert_eq!(r.networks[0].status, "protected", "ESP health is per peer");
+    assert_eq!(
+        r.networks[0].status,
+        NetworkStatus::Protected,
+        "ESP health is per peer"
+    );
     assert_eq!(r.exit_code(), 1);
 }
 
@@ -435,19 +511,11 @@ fn plaintext_on_an_encrypted_network_breaks_it() {
     let x = healthy_xfrm(NOW, 60.0);
     // The swarm's data path moved to 7789 (the agent was told so); Docker's
     // policies still say 4789.
-    let leak = json!({
-        "class": "vxlan", "direction": "egress", "vni": 4100, "packets": 42,
-        "first_seen": NOW - 5.0, "last_seen": NOW - 1.0,
-        "labels": {"network": "vault", "src_service": "api", "dst_service": "db"},
-    });
+    let now = leak("api", "db", 42, NOW - 5.0, NOW - 1.0);
     // A leak fixed ten minutes ago no longer counts.
-    let old = json!({
-        "class": "vxlan", "direction": "egress", "vni": 4100, "packets": 1000,
-        "first_seen": NOW - 900.0, "last_seen": NOW - 600.0,
-        "labels": {"network": "vault", "src_service": "old", "dst_service": "db"},
-    });
-    let agent = agent_on(&[7789], "flag");
-    let flows = [leak, old];
+    let old = leak("old", "db", 1000, NOW - 900.0, NOW - 600.0);
+    let agent = agent_on(&[7789], PortSource::Flag);
+    let flows = [now, old];
     let r = audit::audit(&Inputs {
         agent: &agent,
         ..inputs(&inv, &x, &flows, &[])
@@ -459,10 +527,13 @@ fn plaintext_on_an_encrypted_network_breaks_it() {
         "{found:?}"
     );
     let n = &r.networks[0];
-    assert_eq!((n.status, n.plaintext_packets), ("broken", 42));
+    assert_eq!((n.status, n.plaintext_packets), (NetworkStatus::Broken, 42));
     assert_eq!(n.plaintext_pairs, ["api -> db"]);
     assert_eq!(n.plaintext_services, ["api", "db"]);
-    assert_eq!((r.data_path_port, r.data_path_port_from), (7789, "agent"));
+    assert_eq!(
+        (r.data_path_port, r.data_path_port_from),
+        (7789, PortSource::Agent)
+    );
 }
 
 #[test]
@@ -485,8 +556,11 @@ fn a_worker_that_cannot_know_the_port_says_so_instead_of_guessing() {
             ("data_path_port_unknown", Some("n4")),
         ]
     );
-    assert_eq!(r.networks[0].status, "protected");
-    assert_eq!((r.data_path_port, r.data_path_port_from), (4789, "default"));
+    assert_eq!(r.networks[0].status, NetworkStatus::Protected);
+    assert_eq!(
+        (r.data_path_port, r.data_path_port_from),
+        (4789, PortSource::Default)
+    );
     // Told the port, it judges.
     let r = audit::audit(&Inputs {
         data_path_port: Some(7789),
@@ -499,7 +573,7 @@ fn a_worker_that_cannot_know_the_port_says_so_instead_of_guessing() {
 fn an_agent_blind_to_the_data_path_port_is_a_finding() {
     let inv = vault_only();
     let x = healthy_xfrm(NOW, 60.0);
-    let agent = agent_on(&[4789], "default");
+    let agent = agent_on(&[4789], PortSource::Default);
     let r = audit::audit(&Inputs {
         agent: &agent,
         data_path_port: Some(7789),
@@ -527,6 +601,7 @@ fn tunnel_endpoints_are_the_tasks_host_addresses() {
             task: Some("api.1".into()),
             container: None,
             node_ip: Some(ip(host)),
+            state: Some("running".into()),
         });
     }
     let mut x = xfrm::Xfrm::default();
@@ -569,7 +644,7 @@ fn unencrypted_networks_outside_the_requirement_are_only_reported() {
     assert_eq!(r.exit_code(), 1);
     // The agent's requirement applies when the command gives none.
     let agent = AgentView {
-        require_encryption: "vault,typo".into(),
+        require_encryption: "vault,typo".parse().expect("policy"),
         ..AgentView::default()
     };
     let r = audit::audit(&Inputs {
@@ -591,33 +666,39 @@ fn encrypted_false_still_encrypts_and_is_only_noted() {
         .insert("encrypted".into(), "false".into());
     let x = healthy_xfrm(NOW, 60.0);
     // An agent's default is a guess: the swarm's own port wins.
-    let agent = agent_on(&[4789], "default");
+    let agent = agent_on(&[4789], PortSource::Default);
     let r = audit::audit(&Inputs {
         agent: &agent,
         ..inputs(&inv, &x, &[], &[])
     });
     assert_eq!(kinds(&r), [("encrypted_false", Some("vault"))]);
     assert_eq!(r.exit_code(), 0, "information, not a finding to act on");
-    assert_eq!(r.data_path_port_from, "swarm");
+    assert_eq!(r.data_path_port_from, PortSource::Swarm);
 }
 
 #[test]
 fn a_small_leak_outside_the_busiest_flows_is_found_by_the_agents_alert() {
     let inv = vault_only();
     let x = healthy_xfrm(NOW, 60.0);
-    let alerts = [json!({
-        "kind": "plaintext_on_encrypted_network", "severity": "critical",
-        "network": "vault", "vni": "4100", "packets": 3, "bytes": 300,
-        "services": ["api", "db"], "peer_nodes": ["n2"],
-        "first_seen": NOW - 100.0, "last_seen": NOW - 10.0,
-    })];
+    let alerts = [Alert {
+        kind: AlertKind::PlaintextOnEncryptedNetwork,
+        severity: Severity::Critical,
+        network: "vault".into(),
+        vni: "4100".into(),
+        packets: 3,
+        bytes: 300,
+        services: ["api".to_owned(), "db".to_owned()].into(),
+        peer_nodes: ["n2".to_owned()].into(),
+        first_seen: NOW - 100.0,
+        last_seen: NOW - 10.0,
+    }];
     let r = audit::audit(&Inputs {
         alerts: &alerts,
         ..inputs(&inv, &x, &[], &[])
     });
     assert_eq!(kinds(&r), [("plaintext_on_encrypted", Some("vault"))]);
     let n = &r.networks[0];
-    assert_eq!((n.status, n.plaintext_packets), ("broken", 3));
+    assert_eq!((n.status, n.plaintext_packets), (NetworkStatus::Broken, 3));
     assert_eq!(n.plaintext_services, ["api", "db"]);
     assert!(n.plaintext_pairs.is_empty());
 }
@@ -632,7 +713,7 @@ fn without_the_kernels_view_an_encrypted_network_is_unchecked_not_protected() {
     });
     assert_eq!(kinds(&r), [("ipsec_unreadable", None)]);
     assert!(r.findings[0].message.ends_with("run as root"));
-    assert_eq!(r.networks[0].status, "unchecked");
+    assert_eq!(r.networks[0].status, NetworkStatus::Unchecked);
     assert_eq!(r.exit_code(), 1);
     // No xfrm in the kernel at all: Docker cannot have encrypted anything.
     let absent = std::io::Error::from_raw_os_error(libc::EPROTONOSUPPORT);
@@ -641,5 +722,5 @@ fn without_the_kernels_view_an_encrypted_network_is_unchecked_not_protected() {
         ..inputs(&inv, &xfrm::Xfrm::default(), &[], &[])
     });
     assert_eq!(kinds(&r), [("ipsec_unsupported", None)]);
-    assert_eq!(r.networks[0].status, "broken");
+    assert_eq!(r.networks[0].status, NetworkStatus::Broken);
 }

@@ -188,7 +188,7 @@ fn vxlan_reads_vni_and_inner_tuple() {
     let pkt = http_in_vxlan(4097, b"hello");
     assert_eq!(h.classify(&pkt), Class::Vxlan);
     let f = h.only_flow();
-    assert_eq!(f.class, "vxlan");
+    assert_eq!(f.class, Class::Vxlan);
     assert_eq!(f.vni, Some(4097));
     assert_eq!(f.outer_src, Some(IpAddr::from([192, 0, 2, 1])));
     assert_eq!(f.outer_dst, Some(IpAddr::from([192, 0, 2, 2])));
@@ -340,7 +340,7 @@ fn esp_and_esp_in_udp_and_ike() {
         .expect("ESP flow");
     assert_eq!(
         (f.class, f.esp_seq, f.esp_in_udp),
-        ("esp", Some(7), Some(false))
+        (Class::Esp, Some(7), Some(false))
     );
     assert_eq!(f.inner_src, None, "ESP hides the inner packet");
     let f = flows

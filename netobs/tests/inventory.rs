@@ -4,6 +4,7 @@
 use std::{net::IpAddr, path::Path};
 
 use netobs::{
+    api::Encryption,
     flows::{label::Labeler, Clock, Flow},
     inventory::{services::services, EndpointKind, Inventory, Raw},
 };
@@ -38,6 +39,7 @@ fn load(view: &str) -> Inventory {
         services: read(&dir, "services.json"),
         nodes: read(&dir, "nodes.json"),
         swarm: read(&dir, "swarm.json"),
+        tasks: read(&dir, "tasks.json"),
     };
     Inventory::from_raw(&raw, 1.0)
 }
@@ -123,7 +125,7 @@ fn worker_view_has_no_manager_details_but_labels_as_well() {
         let labels = l.label(&vxlan_flow(dir, outer, 4097, ("10.0.1.4", "10.0.1.2")));
         assert_eq!(labels.network, "backend", "{view}");
         assert_eq!(labels.vni, "4097");
-        assert_eq!(labels.encrypted, "false");
+        assert_eq!(labels.encrypted, Encryption::Plain);
         assert_eq!(
             (labels.src_service.as_str(), labels.dst_service.as_str()),
             ("client", "web"),
@@ -144,7 +146,7 @@ fn what_cannot_be_mapped_is_unknown() {
         ("192.168.7.1", "10.0.1.2"),
     ));
     assert_eq!(labels.network, "unknown");
-    assert_eq!(labels.encrypted, "unknown");
+    assert_eq!(labels.encrypted, Encryption::Unknown);
     assert_eq!(labels.src_service, "unknown");
     assert!(!labels.peer_known, "203.0.113.9 is no node of this swarm");
     let none = Inventory::default();
@@ -184,7 +186,12 @@ fn the_service_view_answers_what_drill_would() {
         assert_eq!(web.tasks.len(), 1, "{view}: {web:#?}");
         let t = &web.tasks[0];
         assert!(t.task.starts_with("web.1."), "{view}: {t:?}");
-        assert_eq!((t.network.as_str(), t.state), ("backend", "running"));
+        // The manager reads it from the task list, the worker from the
+        // container running it there.
+        assert_eq!(
+            (t.network.as_str(), t.state.as_str()),
+            ("backend", "running")
+        );
         // web runs on the worker: the manager knows every node's hostname,
         // the worker its own.
         assert!(
@@ -201,7 +208,7 @@ fn the_service_view_answers_what_drill_would() {
         assert!(
             inv.endpoints
                 .iter()
-                .any(|e| e.ip == t.ip && e.service.as_deref() == Some("web")),
+                .any(|e| Some(e.ip) == t.ip && e.service.as_deref() == Some("web")),
             "{view}: the task's address is web's"
         );
         assert!(services(&inv, Some("no-such-service")).is_empty());

@@ -12,6 +12,7 @@ use std::{
 };
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
+use netobs::api::{Class, RunReport};
 use netobs_tests::{
     bpffs::BpfFs,
     esp::{EspInjector, EspSa, NEXT_HEADER_IPV4},
@@ -21,6 +22,7 @@ use netobs_tests::{
     packets::{self, Net},
     require_root,
     tmp::TempPath,
+    tmux::Tmux,
     traffic::{http_get, http_request, udp_send, HttpServer},
 };
 use serde_json::Value;
@@ -115,12 +117,12 @@ impl Agent {
     }
 
     /// SIGINT, then the final JSON line.
-    fn stop(self) -> Value {
+    fn stop(self) -> RunReport {
         self.stop_with(libc::SIGINT)
     }
 
     /// `signal` (SIGINT or SIGTERM), then the final JSON line.
-    fn stop_with(self, signal: i32) -> Value {
+    fn stop_with(self, signal: i32) -> RunReport {
         let Agent { proc, lines, .. } = self;
         let out = proc.stop(signal).expect("stopping netobs");
         assert!(out.status.success(), "netobs exited with {}", out.status);
@@ -133,27 +135,34 @@ impl Agent {
             }
         }
         let last = last.expect("netobs printed no JSON");
-        let v: Value = serde_json::from_str(&last).expect("final JSON line");
-        assert_eq!(v["final"], true);
+        let v: RunReport = serde_json::from_str(&last).expect("final JSON line");
+        assert!(v.last, "the last line is the final one");
         v
     }
 }
 
-fn counts(v: &Value, dir: &str, class: &str) -> (u64, u64) {
-    let c = &v["interfaces"][0][dir][class];
-    (
-        c["packets"].as_u64().expect("packets"),
-        c["bytes"].as_u64().expect("bytes"),
-    )
+/// The first interface's counts of one direction (`ingress`, `egress`).
+fn by_class(v: &RunReport, dir: &str) -> netobs::api::ClassCounts {
+    let i = &v.totals.interfaces[0];
+    match dir {
+        "egress" => i.egress,
+        "ingress" => i.ingress,
+        _ => panic!("no direction {dir}"),
+    }
 }
 
-fn total(v: &Value, dir: &str) -> (u64, u64) {
-    ["vxlan", "esp", "other", "malformed"]
-        .iter()
-        .fold((0, 0), |(p, b), c| {
-            let (cp, cb) = counts(v, dir, c);
-            (p + cp, b + cb)
-        })
+fn counts(v: &RunReport, dir: &str, class: &str) -> (u64, u64) {
+    let class = Class::ALL
+        .into_iter()
+        .find(|c| c.name() == class)
+        .unwrap_or_else(|| panic!("no class {class}"));
+    let c = by_class(v, dir).get(class);
+    (c.packets, c.bytes)
+}
+
+fn total(v: &RunReport, dir: &str) -> (u64, u64) {
+    let t = by_class(v, dir).total();
+    (t.packets, t.bytes)
 }
 
 /// Names of the programs on host A's underlay: its TCX hooks (asked of
@@ -325,12 +334,23 @@ fn lab_counts_exactly(mode: &str, extra: &[&str]) {
     let mut sent: Vec<String> = METHODS.iter().map(|m| m.to_string()).collect();
     sent.sort();
     assert_eq!(served, sent);
-    assert_eq!(v["http"]["requests"], METHODS.len() as u64);
-    assert_eq!(v["http"]["responses"], METHODS.len() as u64);
-    for m in METHODS {
-        assert_eq!(v["http"]["methods"][m], 1, "{m}");
-    }
-    assert!(v["vnis"]["4097"].as_u64().is_some_and(|n| n > 0));
+    let http = &v.totals.http;
+    assert_eq!(http.requests, METHODS.len() as u64);
+    assert_eq!(http.responses, METHODS.len() as u64);
+    assert_eq!(
+        http.methods,
+        METHODS.iter().map(|m| (m.to_string(), 1)).collect(),
+        "one request of each method"
+    );
+    // Every VXLAN packet either way is on the lab's one VNI.
+    assert_eq!(
+        v.totals.vnis,
+        [(
+            4097,
+            counts(&v, "egress", "vxlan").0 + counts(&v, "ingress", "vxlan").0
+        )]
+        .into()
+    );
     assert_nothing_attached(&lab);
 }
 
@@ -690,13 +710,8 @@ fn pinned_counters_survive_an_agent_restart() {
         "every class goes on"
     );
     // The flows go on too, the counts still in the flow cache included.
-    let vxlan = |v: &Value, dir| counts(v, dir, "vxlan").0;
-    let by_vni: u64 = v2["vnis"]
-        .as_object()
-        .expect("vnis")
-        .values()
-        .map(|n| n.as_u64().expect("count"))
-        .sum();
+    let vxlan = |v: &RunReport, dir| counts(v, dir, "vxlan").0;
+    let by_vni: u64 = v2.totals.vnis.values().sum();
     assert_eq!(by_vni, vxlan(&v2, "egress") + vxlan(&v2, "ingress"));
     assert_nothing_attached(&lab);
 
@@ -727,59 +742,6 @@ fn pinning_outside_a_bpf_filesystem_is_one_clear_line() {
         lines[0].contains("not a bpf filesystem") && lines[0].contains("mount -t bpf"),
         "{err}"
     );
-}
-
-/// A detached tmux server of the test's own, killed when the test ends.
-struct Tmux(String);
-
-impl Tmux {
-    fn start(command: &str) -> Tmux {
-        let t = Tmux(format!("netobs-test-{}", std::process::id()));
-        let ok = t
-            .cmd()
-            .args(["new-session", "-d", "-x", "200", "-y", "40", command])
-            .status()
-            .expect("tmux (apt-get install tmux)");
-        assert!(ok.success(), "starting tmux");
-        t
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.args(["-L", &self.0]);
-        c
-    }
-
-    fn screen(&self) -> String {
-        let out = self
-            .cmd()
-            .args(["capture-pane", "-p"])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        let _ = self.cmd().args(["send-keys", keys]).status();
-    }
-
-    /// The screen once `pred` holds; fails after 30 s with the screen.
-    fn wait_for(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
-        for _ in 0..150 {
-            let s = self.screen();
-            if pred(&s) {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("waiting for {what}; the screen:\n{}", self.screen());
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").status();
-    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! decoding of the same file.
 use std::{fs::File, path::Path, process::Command, time::Duration};
 
+use netobs::{api::Class, replay::ReplayReport};
 use netobs_tests::{
     packets::{self, Net},
     require_root,
@@ -12,7 +13,6 @@ use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
     DataLink,
 };
-use serde_json::Value;
 
 /// A capture file the test writes, removed when the test ends.
 fn write_capture(name: &str, link: DataLink, frames: &[Vec<u8>]) -> TempPath {
@@ -35,7 +35,7 @@ fn netobs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_netobs"))
 }
 
-fn replay_json(path: &Path, extra: &[&str]) -> Value {
+fn replay_json(path: &Path, extra: &[&str]) -> ReplayReport {
     let out = netobs()
         .arg("replay")
         .arg("--json")
@@ -49,6 +49,12 @@ fn replay_json(path: &Path, extra: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("replay --json prints one JSON object")
+}
+
+/// Packets of each class, in `Class::ALL` order (other, vxlan, esp,
+/// malformed).
+fn packets_by_class(r: &ReplayReport) -> [u64; 4] {
+    Class::ALL.map(|c| r.totals.classes.get(c).packets)
 }
 
 /// Lines of tcpdump's own decoding of `path` that contain `needle`.
@@ -122,24 +128,24 @@ fn replay_counts_match_construction_and_tcpdump() {
     require_root!();
     let cap = write_capture("clean", DataLink::ETHERNET, &clean_traffic());
     let r = replay_json(cap.path(), &[]);
-    assert_eq!(r["packets"], 31);
-    assert_eq!(r["classes"]["vxlan"], 16);
-    assert_eq!(r["classes"]["esp"], 9);
-    assert_eq!(r["classes"]["other"], 6);
-    assert_eq!(r["classes"]["malformed"], 0);
-    assert_eq!(r["vnis"]["4097"], 10);
-    assert_eq!(r["vnis"]["4098"], 5);
-    assert_eq!(r["vnis"]["4099"], 1);
-    assert_eq!(r["http"]["requests"], 6);
-    assert_eq!(r["http"]["responses"], 5);
-    assert_eq!(r["http"]["methods"]["GET"], 5);
-    assert_eq!(r["http"]["methods"]["POST"], 1);
-    let flows = r["flows"].as_array().expect("flows");
-    let esp_flows: Vec<&Value> = flows.iter().filter(|f| f["class"] == "esp").collect();
+    assert_eq!(r.packets, 31);
+    assert_eq!(packets_by_class(&r), [6, 16, 9, 0]);
+    assert_eq!(
+        r.totals.vnis,
+        [(4097, 10), (4098, 5), (4099, 1)].into(),
+        "packets per VNI"
+    );
+    let http = &r.totals.http;
+    assert_eq!((http.requests, http.responses), (6, 5));
+    assert_eq!(
+        http.methods,
+        [("GET".to_owned(), 5), ("POST".to_owned(), 1)].into()
+    );
+    let esp_flows: Vec<_> = r.flows.iter().filter(|f| f.class == Class::Esp).collect();
     assert_eq!(esp_flows.len(), 3, "one flow per SPI and address pair");
     assert!(esp_flows
         .iter()
-        .any(|f| f["spi"] == 0x1000_0002 && f["esp_in_udp"] == true && f["esp_seq"] == 4));
+        .any(|f| f.spi == Some(0x1000_0002) && f.esp_in_udp == Some(true) && f.esp_seq == Some(4)));
     // tcpdump decodes the same file on its own.
     assert_eq!(
         tcpdump_count(cap.path(), "VXLAN"),
@@ -167,9 +173,8 @@ fn replay_counts_malformed_packets_and_other_link_types() {
     frames.push(vec![0u8; 9]);
     let cap = write_capture("mixed", DataLink::ETHERNET, &frames);
     let r = replay_json(cap.path(), &[]);
-    assert_eq!(r["packets"], 35);
-    assert_eq!(r["classes"]["malformed"], 4);
-    assert_eq!(r["classes"]["vxlan"], 16);
+    assert_eq!(r.packets, 35);
+    assert_eq!(packets_by_class(&r), [6, 16, 9, 4]);
 
     // The same traffic as `tcpdump -i any` writes it (Linux cooked).
     let sll: Vec<Vec<u8>> = clean_traffic()
@@ -183,10 +188,7 @@ fn replay_counts_malformed_packets_and_other_link_types() {
         .collect();
     let cap = write_capture("sll", DataLink::LINUX_SLL, &sll);
     let r = replay_json(cap.path(), &[]);
-    assert_eq!(
-        (r["classes"]["vxlan"].as_u64(), r["classes"]["esp"].as_u64()),
-        (Some(16), Some(9))
-    );
+    assert_eq!(packets_by_class(&r), [6, 16, 9, 0]);
 
     // 802.11 frames are not guessed at: counted as skipped.
     let cap = write_capture(
@@ -195,8 +197,8 @@ fn replay_counts_malformed_packets_and_other_link_types() {
         &[vec![0u8; 40], vec![0u8; 40]],
     );
     let r = replay_json(cap.path(), &[]);
-    assert_eq!(r["packets"], 0);
-    assert_eq!(r["skipped"]["unsupported_link_type"], 2);
+    assert_eq!(r.packets, 0);
+    assert_eq!(r.skipped.unsupported_link_type, 2);
 }
 
 #[test]
@@ -217,10 +219,9 @@ fn replay_honours_data_path_ports_and_patterns() {
         cap.path(),
         &["--data-path-port", "7789", "--pattern", "login"],
     );
-    assert_eq!(r["classes"]["vxlan"], 1);
-    assert_eq!(r["classes"]["other"], 1);
-    assert_eq!(r["vnis"]["11"], 1);
-    assert_eq!(r["patterns"]["login"], 1);
+    assert_eq!(packets_by_class(&r), [1, 1, 0, 0]);
+    assert_eq!(r.totals.vnis, [(11, 1)].into());
+    assert_eq!(r.totals.patterns, [("login".to_owned(), 1)].into());
 }
 
 #[test]
@@ -246,6 +247,48 @@ fn bad_captures_get_one_line_errors() {
     std::fs::write(junk.path(), b"this is not a capture at all").expect("writing junk");
     let err = run(junk.path());
     assert!(err.contains("not a pcap or pcapng"), "{err}");
+}
+
+/// tcpdump killed while writing leaves a last record cut short: the records
+/// before it are counted exactly, the damage is named in one line, and the
+/// exit status says the file was not whole.
+#[test]
+fn a_capture_cut_short_gives_its_good_records_and_one_line() {
+    require_root!();
+    let mut frames = clean_traffic();
+    let last = packets::udp(&Net::nodes(), 40000, 4789, &[0u8; 200]);
+    frames.push(last.clone());
+    let cap = write_capture("cut", DataLink::ETHERNET, &frames);
+    let len = std::fs::metadata(cap.path()).expect("capture").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cap.path())
+        .expect("opening the capture");
+    file.set_len(len - last.len() as u64 / 2)
+        .expect("cutting the last record");
+    let out = netobs()
+        .args(["replay", "--json"])
+        .arg(cap.path())
+        .output()
+        .expect("running netobs");
+    assert_eq!(out.status.code(), Some(1), "a damaged file is an error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("is damaged after 31 records") && err.contains("31 packets before it"),
+        "{err}"
+    );
+    let r: ReplayReport = serde_json::from_slice(&out.stdout).expect("the report still");
+    assert_eq!(r.packets, 31);
+    assert_eq!(
+        packets_by_class(&r),
+        [6, 16, 9, 0],
+        "the clean part, exactly"
+    );
+    assert_eq!(r.totals.http.requests, 6);
+    assert!(r
+        .damaged
+        .is_some_and(|d| d.contains("damaged after 31 records")));
 }
 
 /// A pcap record and a pcapng block that each claim about 2 GiB.

@@ -1,19 +1,25 @@
 //! End to end on a real two-node swarm: netobs on the manager's and on the
 //! worker's underlay, each asking its own engine; a client service on the
-//! manager calls a web service on the worker over an overlay network. The
-//! metrics must name the network, its VNI, that it is not encrypted, and the
-//! two services, with exactly the requests sent; a real Prometheus with the
-//! shipped rules must raise the unencrypted-traffic alert; and when the
-//! manager's engine stops and starts again, counting never stops and the
-//! labels come back.
+//! manager calls a web service on the worker over an overlay network. One
+//! swarm, set up once, then named phases in order, each asserting what one
+//! feature shows of the same traffic: exact request counts, labels, the
+//! capture replayed, services and task states, the audit from both nodes,
+//! the flow table, a real Prometheus with the shipped rules and dashboards,
+//! and counting that goes on while the manager's engine restarts.
+//!
+//! The plaintext-on-encrypted alarm has its own swarm (another data-path
+//! port): `encrypted_leak.rs`.
+mod support;
+
 use std::{
-    io::{BufRead, BufReader},
     net::{Ipv4Addr, SocketAddr},
-    path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
+use netobs::{
+    api::{Doc, FlowList, InventoryEndpoint},
+    replay::ReplayReport,
+};
 use netobs_tests::{
     dashboards,
     esp::{kernel_has_esp, EspInjector, EspSa, NEXT_HEADER_IPV4},
@@ -26,167 +32,50 @@ use netobs_tests::{
     tmp::TempPath,
     traffic::{http_get, udp_send},
 };
+use support::*;
 
 const REQUESTS: usize = 7;
-const METRICS: &str = "127.0.0.1:9477";
 
-/// A netobs command (`flows`, `services`, `audit`) against the agent of the
-/// node `ns` is.
-fn ask_agent(ns: &Netns, args: &[&str]) -> std::io::Result<std::process::Output> {
-    ns.command(env!("CARGO_BIN_EXE_netobs"))
-        .args(args)
-        .args(["--agent", METRICS])
-        .output()
+/// The shared swarm, its agents, and what the phases pass on.
+struct Scene {
+    swarm: TwoNodeSwarm,
+    /// backend's VNI.
+    vni: String,
+    agents: Vec<(Process, &'static str)>,
+    capture: TempPath,
+    /// VXLAN packets on backend in the capture (both ways).
+    on_backend: u64,
 }
 
-fn metrics_addr() -> SocketAddr {
-    METRICS.parse().expect("address")
-}
-
-fn start_agent(ns: &Netns, dev: &str, docker_host: &str) -> Process {
-    let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
-    cmd.args([
-        "run",
-        "--iface",
-        dev,
-        "--docker-host",
-        docker_host,
-        "--require-encryption",
-        "all",
-        "--metrics-addr",
-        METRICS,
-        "--interval",
-        "5",
-        "--resync",
-        "5",
-        "--pattern",
-        "GET /",
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut p = Process::spawn(cmd).expect("starting netobs");
-    let stderr = p.child_mut().stderr.take().expect("stderr");
-    let tag = dev.to_owned();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("netobs[{tag}]: {l}");
-        }
-    });
-    p
-}
-
-fn scrape(ns: &Netns) -> String {
-    http_get(ns, metrics_addr(), "/metrics").unwrap_or_default()
-}
-
-/// Polls until `pred` holds for the scraped metrics, or panics with `what`.
-fn wait_metrics(ns: &Netns, what: &str, secs: u64, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let text = scrape(ns);
-        if pred(&text) {
-            return text;
-        }
-        if Instant::now() > deadline {
-            let interesting: Vec<&str> = text
-                .lines()
-                .filter(|l| {
-                    l.contains("http_requests")
-                        || l.contains("overlay_packets")
-                        || l.contains("docker_up")
-                })
-                .collect();
-            panic!(
-                "timed out waiting for {what}; metrics:\n{}",
-                interesting.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn requests(text: &str) -> f64 {
-    metric(
-        text,
-        "netobs_http_requests_total",
-        &[
-            ("network", "backend"),
-            ("src_service", "client"),
-            ("dst_service", "web"),
-            ("method", "GET"),
-        ],
-    )
-    .unwrap_or(0.0)
-}
-
-fn start_prometheus(ns: &Netns, dir: &Path) -> Process {
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/netobs.rules.yml");
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: netobs\n    static_configs:\n      - targets: ['{METRICS}']\n",
-        rules.canonicalize().expect("rules file").display()
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus config");
-    let mut cmd = ns.command("prometheus");
-    cmd.arg(format!(
-        "--config.file={}",
-        dir.join("prometheus.yml").display()
-    ))
-    .arg(format!(
-        "--storage.tsdb.path={}",
-        dir.join("data").display()
-    ))
-    .arg("--web.listen-address=127.0.0.1:9090")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    Process::spawn(cmd).expect("starting prometheus (apt-get install prometheus)")
-}
-
-/// Every dashboard target and alert expression through the real Prometheus:
-/// each must evaluate, every metric it reads must have series, and every
-/// panel must show data (rates need two scrapes of the new series, so this
-/// waits for them).
-fn every_shipped_expression_returns_data(ns: &Netns, prom: SocketAddr) {
-    let query = |e: &str| -> serde_json::Value {
-        let path = format!("/api/v1/query?query={}", dashboards::urlencode(e));
-        let body = http_get(ns, prom, &path).unwrap_or_default();
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
-    };
-    let exprs = dashboards::expressions().expect("the shipped expressions");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (at, raw) in &exprs {
-        let e = dashboards::substitute(raw);
-        let dashboard = !at.starts_with("netobs.rules.yml");
-        loop {
-            let v = query(&e);
-            assert_eq!(v["status"], "success", "{at}: {e}: {v}");
-            let missing: Vec<String> = dashboards::metric_names(&e)
-                .into_iter()
-                .filter(|m| {
-                    let n = query(&format!("count({{__name__=\"{m}\"}})"));
-                    n["data"]["result"].as_array().is_none_or(|r| r.is_empty())
-                })
-                .collect();
-            let empty = v["data"]["result"].as_array().is_none_or(|r| r.is_empty());
-            if missing.is_empty() && !(dashboard && empty) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{at}: {e}: no series of {missing:?} or no data: {v}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
+fn client_requests(text: &str) -> f64 {
+    requests(text, "backend", "client", "web")
 }
 
 #[test]
 fn swarm_flows_are_labelled_exported_and_alerted() {
     require_root!();
+    let mut s = setup();
+    requests_are_counted_exactly_on_both_nodes(&s);
+    the_capture_replays_as_tcpdump_reads_it(&mut s);
+    services_show_each_task_with_its_state_and_traffic(&s);
+    the_audit_on_the_manager_judges_each_network(&s);
+    flows_name_services_and_mark_plaintext(&s);
+    prometheus_alerts_and_every_panel_has_data(&s);
+    the_audit_on_a_worker_sees_one_way_esp_near_its_wrap(&s);
+    counting_goes_on_while_the_engine_restarts(&mut s);
+    for (agent, side) in s.agents.drain(..) {
+        stop_agent(agent, side);
+    }
+}
+
+/// Networks (plain, encrypted, mistyped), services, an agent per node, and
+/// the manager's wire captured from before the client's first packet.
+fn setup() -> Scene {
     let swarm = TwoNodeSwarm::new().expect("two-node swarm");
     let m = &swarm.manager;
     swarm.network("backend", false).expect("network");
-    // Promised encryption this kernel cannot give (no ESP support): no task
-    // on it, but its plaintext counter must read 0, not "no data".
+    // Promised encryption this kernel cannot give (no ESP support): no
+    // traffic on it, but its plaintext counter must read 0, not "no data".
     swarm.network("secure", true).expect("encrypted network");
     // A typo Docker accepts silently: this network is not encrypted.
     m.docker(&[
@@ -221,30 +110,50 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
             &["httpd", "-f", "-p", "80", "-h", "/www"],
         )
         .expect("web service");
+    // A task whose health check has yet to pass (its first check is an
+    // hour away): Swarm says `starting`, and so must `netobs services`.
+    swarm
+        .service_with(
+            "slow",
+            &["backend"],
+            "worker",
+            &[
+                "--health-cmd",
+                "true",
+                "--health-interval",
+                "1h",
+                "--health-start-period",
+                "1h",
+            ],
+            &["sleep", "3600"],
+        )
+        .expect("slow service");
     swarm.wait_running("web", 1).expect("web running");
 
-    let agent_m = start_agent(&swarm.ns_manager, MANAGER_DEV, &m.host());
-    let agent_w = start_agent(&swarm.ns_worker, WORKER_DEV, &swarm.worker.host());
-    wait_metrics(&swarm.ns_manager, "the manager's agent", 60, |t| {
-        metric(t, "netobs_docker_up", &[]) == Some(1.0)
-    });
-    wait_metrics(&swarm.ns_worker, "the worker's agent", 60, |t| {
-        metric(t, "netobs_docker_up", &[]) == Some(1.0)
-    });
+    let policy = ["--require-encryption", "all", "--pattern", "GET /"];
+    let agents = vec![
+        (
+            start_agent(&swarm.ns_manager, MANAGER_DEV, &m.host(), &policy),
+            "manager",
+        ),
+        (
+            start_agent(&swarm.ns_worker, WORKER_DEV, &swarm.worker.host(), &policy),
+            "worker",
+        ),
+    ];
+    wait_docker_up(&swarm.ns_manager, "manager");
+    wait_docker_up(&swarm.ns_worker, "worker");
 
     // Real overlay traffic on the manager's wire, for `netobs replay` to
     // decode independently of the agents.
-    let pcap = TempPath::new("swarm.pcap");
-    let capture = pcap.path();
-    let mut tcpdump = swarm.ns_manager.command("tcpdump");
-    tcpdump
-        .args(["-i", MANAGER_DEV, "-U", "-s", "0", "-w"])
-        .arg(capture)
-        .stderr(Stdio::null());
-    let tcpdump = Process::spawn(tcpdump).expect("tcpdump (apt-get install tcpdump)");
+    let capture = TempPath::new("swarm.pcap");
+    let tcpdump = start_capture(&swarm.ns_manager, MANAGER_DEV, capture.path());
     // The client waits until its own address is in the agents' inventory
     // (events plus a resync), then makes exactly REQUESTS requests.
-    let script = format!("sleep 8; for i in $(seq {REQUESTS}); do wget -q -O /dev/null http://web/index.html; done; sleep 3600");
+    let script = format!(
+        "sleep 8; for i in $(seq {REQUESTS}); do wget -q -O /dev/null http://web/index.html; \
+         done; sleep 3600"
+    );
     swarm
         .service(
             "client",
@@ -253,16 +162,42 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
             &["sh", "-c", &script],
         )
         .expect("client service");
-
     for (ns, side) in [(&swarm.ns_manager, "manager"), (&swarm.ns_worker, "worker")] {
-        let text = wait_metrics(
+        wait_metrics(
             ns,
             &format!("{REQUESTS} requests seen from the {side}"),
             90,
-            |t| requests(t) >= REQUESTS as f64,
+            |t| client_requests(t) >= REQUESTS as f64,
         );
+    }
+    // The last responses and the connections' ends, then stop capturing:
+    // nothing else crosses backend.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = tcpdump.stop(libc::SIGINT);
+    let on_backend = capture_count(
+        capture.path(),
+        &format!("udp dst port 4789 and (udp[12:4] >> 8) = {vni}"),
+    )
+    .0;
+    assert!(on_backend > 0, "the requests went over backend");
+    Scene {
+        swarm,
+        vni,
+        agents,
+        capture,
+        on_backend,
+    }
+}
+
+/// Both agents: exactly the requests and responses sent, the overlay
+/// packets exactly as the capture holds them, labelled with network, VNI
+/// and encryption; the policy alert raised.
+fn requests_are_counted_exactly_on_both_nodes(s: &Scene) {
+    let swarm = &s.swarm;
+    for (ns, side) in [(&swarm.ns_manager, "manager"), (&swarm.ns_worker, "worker")] {
+        let text = scrape(ns);
         assert_eq!(
-            requests(&text),
+            client_requests(&text),
             REQUESTS as f64,
             "{side}: exactly the requests sent"
         );
@@ -271,14 +206,15 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
             "netobs_overlay_packets_total",
             &[
                 ("network", "backend"),
-                ("vni", &vni),
+                ("vni", &s.vni),
                 ("encrypted", "false"),
                 ("class", "vxlan"),
             ],
         );
-        assert!(
-            overlay.is_some_and(|v| v > 0.0),
-            "{side}: overlay packets labelled with network, VNI, encryption"
+        assert_eq!(
+            overlay,
+            Some(s.on_backend as f64),
+            "{side}: backend's packets both ways, as tcpdump counts them on the wire"
         );
         assert_eq!(
             metric(
@@ -286,7 +222,7 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
                 "netobs_network_info",
                 &[
                     ("network", "backend"),
-                    ("vni", &vni),
+                    ("vni", &s.vni),
                     ("encrypted", "false")
                 ]
             ),
@@ -318,78 +254,112 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
             "{side}: responses labelled from the asking side"
         );
     }
+}
 
-    // The capture of the manager's wire, replayed through the same programs:
-    // what tcpdump reads in it, and the requests the client made.
-    std::thread::sleep(Duration::from_secs(1));
-    let _ = tcpdump.stop(libc::SIGINT);
+/// The capture of the manager's wire, replayed through the same programs:
+/// what tcpdump reads in it, and the requests the client made.
+fn the_capture_replays_as_tcpdump_reads_it(s: &mut Scene) {
+    let capture = s.capture.path();
     let replay = std::process::Command::new(env!("CARGO_BIN_EXE_netobs"))
         .args(["replay", "--json"])
         .arg(capture)
         .output()
         .expect("netobs replay");
-    let tcpdump_count = |filter: &str| -> u64 {
-        let out = std::process::Command::new("tcpdump")
-            .args(["--count", "-r"])
-            .arg(capture)
-            .arg(filter)
-            .output()
-            .expect("tcpdump --count");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let (all, vxlan) = (tcpdump_count(""), tcpdump_count("udp dst port 4789"));
-    // The VNI is the high three bytes of the VXLAN header's second word.
-    let on_backend = tcpdump_count(&format!("udp dst port 4789 and (udp[12:4] >> 8) = {vni}"));
     assert!(
         replay.status.success(),
         "{}",
         String::from_utf8_lossy(&replay.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&replay.stdout).expect("replay JSON");
+    let (all, _) = capture_count(capture, "");
+    let (vxlan, _) = capture_count(capture, "udp dst port 4789");
+    let r: ReplayReport = serde_json::from_slice(&replay.stdout).expect("replay JSON");
     eprintln!("replayed the manager's capture: {all} packets, {vxlan} VXLAN");
-    assert!(vxlan > 0, "the capture holds the overlay traffic");
-    assert_eq!(r["packets"], all, "{r}");
-    assert_eq!(r["classes"]["vxlan"], vxlan, "as tcpdump reads it: {r}");
-    assert_eq!(r["classes"]["malformed"], 0, "{r}");
-    assert_eq!(r["http"]["requests"], REQUESTS, "{r}");
-    assert_eq!(r["vnis"][&vni], on_backend, "{r}");
-    assert!(on_backend > 0, "the requests went over backend");
+    let t = &r.totals;
+    assert_eq!(r.packets, all, "{t:?}");
+    assert_eq!(t.classes.vxlan.packets, vxlan, "as tcpdump reads it: {t:?}");
+    assert_eq!(t.classes.malformed.packets, 0, "{t:?}");
+    assert_eq!(t.http.requests, REQUESTS as u64, "{t:?}");
+    let vni: u32 = s.vni.parse().expect("a VNI");
+    assert_eq!(t.vnis.get(&vni), Some(&s.on_backend), "{t:?}");
+}
 
-    // `netobs services web` from both sides: what `drill tasks.web` would
-    // say, and the requests that reached the task.
+/// `netobs services` from both sides: what `drill tasks.web` would say, the
+/// requests that reached the task, and each task's own state.
+fn services_show_each_task_with_its_state_and_traffic(s: &Scene) {
+    let swarm = &s.swarm;
+    // Packets to web's task: VXLAN on backend whose inner destination is
+    // its address (inner IPv4 destination: 8 + 8 + 14 + 16 bytes into UDP).
+    let web_ip = api::<InventoryEndpoint>(&swarm.ns_manager)
+        .endpoints
+        .iter()
+        .find(|e| e.service.as_deref() == Some("web"))
+        .map(|e| e.ip)
+        .expect("web's task in the inventory");
+    let std::net::IpAddr::V4(v4) = web_ip else {
+        panic!("an IPv4 overlay")
+    };
+    let to_web = capture_count(
+        s.capture.path(),
+        &format!(
+            "udp dst port 4789 and (udp[12:4] >> 8) = {} and udp[46:4] = {:#x}",
+            s.vni,
+            u32::from(v4)
+        ),
+    )
+    .0;
     for (ns, side) in [(&swarm.ns_manager, "manager"), (&swarm.ns_worker, "worker")] {
-        let out = ask_agent(ns, &["services", "web", "--json"]).expect("netobs services");
+        let out = ask_agent(ns, &["services", "--json"]);
         assert!(
             out.status.success(),
             "{side}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services JSON");
-        let web = &v[0];
-        assert_eq!(web["name"], "web", "{side}: {v}");
+        let service = |name: &str| {
+            v.as_array()
+                .and_then(|l| l.iter().find(|s| s["name"] == name))
+                .cloned()
+                .unwrap_or_else(|| panic!("{side}: no {name} in {v}"))
+        };
+        let web = service("web");
         assert_eq!(web["endpoint_mode"], "dnsrr", "{side}: {v}");
         assert_eq!(web["networks"][0]["name"], "backend", "{side}: {v}");
         let tasks = web["tasks"].as_array().expect("tasks");
         assert_eq!(tasks.len(), 1, "{side}: {v}");
-        assert_eq!(tasks[0]["state"], "running");
-        assert!(
-            tasks[0]["received"]["packets"].as_u64().unwrap_or(0) > 0,
-            "{side}: the requests reached the task: {v}"
+        assert_eq!(tasks[0]["state"], "running", "{side}: {v}");
+        assert_eq!(
+            tasks[0]["received"]["packets"], to_web,
+            "{side}: every packet to the task, as the capture holds them: {v}"
         );
+        // Not in service discovery until healthy, so in no network's view:
+        // the manager lists it from the task list, without an address; the
+        // worker runs it and knows its container. Both say `starting`.
+        let slow = service("slow");
+        let tasks = slow["tasks"].as_array().expect("tasks");
+        assert_eq!(tasks.len(), 1, "{side}: {v}");
+        assert_eq!(tasks[0]["state"], "starting", "{side}: {v}");
+        assert_eq!(tasks[0]["ip"].is_null(), side == "manager", "{side}: {v}");
+        // The client runs on the manager: the worker cannot list tasks.
+        let client = service("client");
+        let expected = if side == "manager" {
+            "running"
+        } else {
+            "unknown"
+        };
+        assert_eq!(client["tasks"][0]["state"], expected, "{side}: {v}");
     }
+}
 
-    // `netobs audit` on the manager: what Docker says, what the kernel holds
-    // and what the wire shows, per network. `secure` is protected where the
-    // kernel has ESP; here it has none, so Docker's policy has no states.
+/// `netobs audit` on the manager: what Docker says, what the kernel holds
+/// and what the wire shows, per network. `secure` is protected where the
+/// kernel has ESP; here it has none, so Docker's policy has no states.
+fn the_audit_on_the_manager_judges_each_network(s: &Scene) {
+    let swarm = &s.swarm;
     let esp = kernel_has_esp();
     let secure_expected = if esp { "protected" } else { "broken" };
     let deadline = Instant::now() + Duration::from_secs(90);
     let audit = loop {
-        let out = ask_agent(&swarm.ns_manager, &["audit", "--json"]).expect("netobs audit");
+        let out = ask_agent(&swarm.ns_manager, &["audit", "--json"]);
         assert_eq!(
             out.status.code(),
             Some(1),
@@ -437,8 +407,7 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     let out = ask_agent(
         &swarm.ns_manager,
         &["audit", "--require-encryption", "backend,secure"],
-    )
-    .expect("netobs audit");
+    );
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = |name: &str| {
@@ -462,56 +431,72 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
         "Docker's policy towards the worker: {text}"
     );
     println!("{text}");
+}
 
-    // `netobs flows` against the running agent: services by name, plaintext
-    // marked.
-    let out = ask_agent(&swarm.ns_manager, &["flows", "--json"]).expect("netobs flows");
+/// `netobs flows` against the running agent: services by name, plaintext
+/// marked, each connection with its ports.
+fn flows_name_services_and_mark_plaintext(s: &Scene) {
+    let swarm = &s.swarm;
+    let out = ask_agent(&swarm.ns_manager, &["flows", "--json"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let flows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("flows JSON");
-    let labelled = flows.as_array().expect("a list").iter().any(|f| {
-        f["labels"]["network"] == "backend"
-            && f["labels"]["src_service"] == "client"
-            && f["labels"]["dst_service"] == "web"
-    });
-    assert!(labelled, "no client -> web flow on backend: {flows}");
-    let out = ask_agent(&swarm.ns_manager, &["flows"]).expect("netobs flows");
+    let flows: Doc<FlowList> = serde_json::from_slice(&out.stdout).expect("flows JSON");
+    assert_eq!(flows.api_version, netobs::api::VERSION);
+    let to_web: Vec<_> = flows
+        .data
+        .flows
+        .iter()
+        .filter(|f| {
+            f.labels.network == "backend"
+                && f.labels.src_service == "client"
+                && f.labels.dst_service == "web"
+        })
+        .collect();
+    // One connection per request, each with its own client port.
+    assert_eq!(to_web.len(), REQUESTS, "{to_web:#?}");
+    let out = ask_agent(&swarm.ns_manager, &["flows"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.lines().any(|l| l.contains("backend")
-            && l.contains("PLAIN")
-            && l.contains("client:")
-            && l.contains("web:80")),
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            // Source before destination: the requests' direction.
+            let at = |s: &str| l.find(s);
+            l.contains("backend") && at("client:").is_some() && at("client:") < at("web:80")
+        })
+        .collect();
+    assert_eq!(
+        rows.len(),
+        REQUESTS,
         "each connection with its ports: {text}"
     );
+    assert!(
+        rows.iter().all(|l| l.contains(" PLAIN ")),
+        "plain, on a network that promises nothing: {text}"
+    );
+}
 
-    // A real Prometheus, the shipped rules, the agent on the manager.
+/// A real Prometheus, the shipped rules, the agent on the manager: the
+/// policy alert fires, and every rule and panel returns data (ESP
+/// included, injected from the worker).
+fn prometheus_alerts_and_every_panel_has_data(s: &Scene) {
+    let swarm = &s.swarm;
     let prom_tmp = TempPath::new("prometheus");
     let prom_dir = prom_tmp.path();
     std::fs::create_dir_all(prom_dir).expect("prometheus dir");
     let prom = start_prometheus(&swarm.ns_manager, prom_dir);
-    let prom_addr: SocketAddr = "127.0.0.1:9090".parse().expect("address");
+    let firing = wait_firing(&swarm.ns_manager, "NetobsUnencryptedOverlay", 60);
+    assert!(
+        firing.iter().any(|l| l["network"] == "backend"),
+        "{firing:?}"
+    );
     // Real ESP (AES-GCM, RFC 4106) from the worker: the ESP panels need it.
     let injector = EspInjector::new(&swarm.ns_worker).expect("ESP injector");
     let sa = EspSa::new(0x5eed_0001, [0x24; 16], [1, 2, 3, 4]);
     let inner = &packets::udp(&Net::containers(), 5000, 6000, b"sealed")[14..];
     let manager_ip: Ipv4Addr = MANAGER_ADDR.parse().expect("address");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let alerts = loop {
-        let body = http_get(&swarm.ns_manager, prom_addr, "/api/v1/alerts").unwrap_or_default();
-        if body.contains("NetobsUnencryptedOverlay") {
-            break body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus raised no NetobsUnencryptedOverlay alert: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(alerts.contains("\"network\":\"backend\""), "{alerts}");
     for seq in 1..=20 {
         injector
             .send_esp(
@@ -520,13 +505,21 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
             )
             .expect("ESP");
     }
+    let prom_addr: SocketAddr = PROMETHEUS.parse().expect("address");
     every_shipped_expression_returns_data(&swarm.ns_manager, prom_addr);
     drop(prom);
+}
 
-    // `netobs audit` on the worker, which cannot read the swarm's settings,
-    // while ESP leaves it for the manager and none comes back (what a
-    // firewall dropping protocol 50 looks like), on an SA 2 h from its
-    // sequence-number wrap.
+/// `netobs audit` on the worker, which cannot read the swarm's settings,
+/// while ESP leaves it for the manager and none comes back (what a firewall
+/// dropping protocol 50 looks like), on an SA 2 h from its sequence-number
+/// wrap.
+fn the_audit_on_a_worker_sees_one_way_esp_near_its_wrap(s: &Scene) {
+    let swarm = &s.swarm;
+    let esp = kernel_has_esp();
+    let injector = EspInjector::new(&swarm.ns_worker).expect("ESP injector");
+    let inner = &packets::udp(&Net::containers(), 5000, 6000, b"sealed")[14..];
+    let manager_ip: Ipv4Addr = MANAGER_ADDR.parse().expect("address");
     let busy = EspSa::new(0x5eed_0002, [0x42; 16], [5, 6, 7, 8]);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let worker_audit = std::thread::scope(|scope| {
@@ -544,8 +537,7 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
         let out = ask_agent(&swarm.ns_worker, &["audit", "--json"]);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         out
-    })
-    .expect("netobs audit on the worker");
+    });
     assert_eq!(
         worker_audit.status.code(),
         Some(1),
@@ -589,37 +581,40 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
             .is_some_and(|w| w < netobs::audit::KEY_ROTATION_SECS),
         "{spi}"
     );
+}
 
-    // The manager's engine goes away: counting goes on, docker_up says so.
+/// The manager's engine goes away: counting goes on, docker_up says so; it
+/// comes back: labels return, and a new client task's requests are counted
+/// exactly again.
+fn counting_goes_on_while_the_engine_restarts(s: &mut Scene) {
+    let swarm = &mut s.swarm;
     let before = scrape(&swarm.ns_manager);
     let other = |t: &str| metric(t, "netobs_packets_total", &[("class", "other")]).unwrap_or(0.0);
-    let mut manager = swarm;
-    manager
+    swarm
         .manager
         .stop_daemon()
         .expect("stopping the manager's engine");
-    wait_metrics(&manager.ns_manager, "docker_up 0", 60, |t| {
+    wait_metrics(&swarm.ns_manager, "docker_up 0", 60, |t| {
         metric(t, "netobs_docker_up", &[]) == Some(0.0)
     });
     udp_send(
-        &manager.ns_manager,
+        &swarm.ns_manager,
         format!("{WORKER_ADDR}:9").parse().expect("addr"),
         25,
         100,
     )
     .expect("UDP");
     wait_metrics(
-        &manager.ns_manager,
+        &swarm.ns_manager,
         "counting while the engine is down",
         30,
         |t| other(t) >= other(&before) + 25.0,
     );
-    // ... and comes back: labels return, the restarted client is labelled again.
-    manager
+    swarm
         .manager
         .start_daemon()
         .expect("restarting the manager's engine");
-    wait_metrics(&manager.ns_manager, "docker_up 1", 90, |t| {
+    wait_metrics(&swarm.ns_manager, "docker_up 1", 90, |t| {
         metric(t, "netobs_docker_up", &[]) == Some(1.0)
     });
     // Right after a restart the engine's view of remote tasks is still
@@ -628,39 +623,92 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     // requests are labelled again.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let inv =
-            http_get(&manager.ns_manager, metrics_addr(), "/api/v1/inventory").unwrap_or_default();
-        if inv.contains("\"service\":\"web\"") && inv.contains("\"service\":\"client\"") {
+        let inv = api::<InventoryEndpoint>(&swarm.ns_manager);
+        let knows = |name: &str| {
+            inv.endpoints
+                .iter()
+                .any(|e| e.service.as_deref() == Some(name))
+        };
+        if knows("web") && knows("client") {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the inventory never knew web and client again: {inv}"
+            "the inventory never knew web and client again: {inv:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let before = requests(&scrape(&manager.ns_manager));
-    manager
+    // The engine's restart restarted the client too, which makes its
+    // requests again (labelled or not, as the inventory converges): wait
+    // until no request has been counted for longer than its script takes.
+    let all_requests = |t: &str| metric(t, "netobs_http_requests_total", &[]).unwrap_or(0.0);
+    let mut last = (all_requests(&scrape(&swarm.ns_manager)), Instant::now());
+    while last.1.elapsed() < Duration::from_secs(15) {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "requests never stopped"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let now = all_requests(&scrape(&swarm.ns_manager));
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let before = client_requests(&scrape(&swarm.ns_manager));
+    swarm
         .manager
         .docker(&["service", "update", "--detach", "--force", "client"])
         .expect("restarting the client");
-    wait_metrics(
-        &manager.ns_manager,
+    let text = wait_metrics(
+        &swarm.ns_manager,
         "labelled requests after the restart",
         120,
-        |t| requests(t) > before,
+        |t| client_requests(t) >= before + REQUESTS as f64,
     );
+    // Settled: a few more reads, and not one request more than were made.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        client_requests(&scrape(&swarm.ns_manager)),
+        before + REQUESTS as f64,
+        "exactly the new task's requests: {}",
+        client_requests(&text)
+    );
+}
 
-    let out = agent_m.stop(libc::SIGTERM).expect("stopping netobs");
-    assert!(
-        out.status.success(),
-        "netobs on the manager exited with {}",
-        out.status
-    );
-    let out = agent_w.stop(libc::SIGTERM).expect("stopping netobs");
-    assert!(
-        out.status.success(),
-        "netobs on the worker exited with {}",
-        out.status
-    );
+/// Every dashboard target and alert expression through the real Prometheus:
+/// each must evaluate, every metric it reads must have series, and every
+/// panel must show data (rates need two scrapes of the new series, so this
+/// waits for them).
+fn every_shipped_expression_returns_data(ns: &Netns, prom: SocketAddr) {
+    let query = |e: &str| -> serde_json::Value {
+        let path = format!("/api/v1/query?query={}", dashboards::urlencode(e));
+        let body = http_get(ns, prom, &path).unwrap_or_default();
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    };
+    let exprs = dashboards::expressions().expect("the shipped expressions");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (at, raw) in &exprs {
+        let e = dashboards::substitute(raw);
+        let dashboard = !at.starts_with("netobs.rules.yml");
+        loop {
+            let v = query(&e);
+            assert_eq!(v["status"], "success", "{at}: {e}: {v}");
+            let missing: Vec<String> = dashboards::metric_names(&e)
+                .into_iter()
+                .filter(|m| {
+                    let n = query(&format!("count({{__name__=\"{m}\"}})"));
+                    n["data"]["result"].as_array().is_none_or(|r| r.is_empty())
+                })
+                .collect();
+            let empty = v["data"]["result"].as_array().is_none_or(|r| r.is_empty());
+            if missing.is_empty() && !(dashboard && empty) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{at}: {e}: no series of {missing:?} or no data: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }

@@ -11,4 +11,5 @@ pub mod privilege;
 pub mod prom;
 pub mod swarm;
 pub mod tmp;
+pub mod tmux;
 pub mod traffic;

@@ -265,7 +265,13 @@ pub struct TwoNodeSwarm {
 }
 
 impl TwoNodeSwarm {
+    /// A swarm on Docker's default data-path port (4789).
     pub fn new() -> Result<TwoNodeSwarm> {
+        TwoNodeSwarm::with_data_path_port(None)
+    }
+
+    /// A swarm initialised with `--data-path-port PORT` if given.
+    pub fn with_data_path_port(port: Option<u16>) -> Result<TwoNodeSwarm> {
         let ns_manager = Netns::new("mgr")?;
         let ns_worker = Netns::new("wrk")?;
         link::veth_pair(&ns_manager, MANAGER_DEV, &ns_worker, WORKER_DEV)?;
@@ -286,9 +292,12 @@ impl TwoNodeSwarm {
         };
         import_busybox(&swarm.manager)?;
         import_busybox(&swarm.worker)?;
-        swarm
-            .manager
-            .docker(&["swarm", "init", "--advertise-addr", MANAGER_ADDR])?;
+        let port = port.map(|p| p.to_string());
+        let mut init = vec!["swarm", "init", "--advertise-addr", MANAGER_ADDR];
+        if let Some(p) = &port {
+            init.extend(["--data-path-port", p]);
+        }
+        swarm.manager.docker(&init)?;
         let token = swarm
             .manager
             .docker(&["swarm", "join-token", "-q", "worker"])?;
@@ -315,6 +324,18 @@ impl TwoNodeSwarm {
     /// A DNSRR service (this kernel has no IPVS for VIPs) of the lab image
     /// on the nodes of `role` ("manager" or "worker"), running `cmd`.
     pub fn service(&self, name: &str, networks: &[&str], role: &str, cmd: &[&str]) -> Result<()> {
+        self.service_with(name, networks, role, &[], cmd)
+    }
+
+    /// `service`, with more `docker service create` flags.
+    pub fn service_with(
+        &self,
+        name: &str,
+        networks: &[&str],
+        role: &str,
+        flags: &[&str],
+        cmd: &[&str],
+    ) -> Result<()> {
         let constraint = format!("node.role=={role}");
         let mut a = vec![
             "service",
@@ -328,7 +349,9 @@ impl TwoNodeSwarm {
         for n in networks {
             a.extend(["--network", n]);
         }
-        a.extend(["--constraint", &constraint, IMAGE]);
+        a.extend(["--constraint", &constraint]);
+        a.extend(flags);
+        a.push(IMAGE);
         a.extend(cmd);
         self.manager.docker(&a).map(drop)
     }

@@ -34,9 +34,15 @@ pub const MAX_IFACES: usize = 64;
 /// Interface indexes the slot table covers directly.
 pub const MAX_IFINDEX: u32 = 65_536;
 
-/// Traffic class: every packet falls in exactly one.
+/// Traffic class: every packet falls in exactly one. In the agent's API
+/// (the `user` feature) it travels as its snake_case `name()`.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Class {
     /// Not overlay traffic (or not IP at all).
     Other = 0,
@@ -75,7 +81,12 @@ impl Class {
 }
 
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Direction {
     Ingress = 0,
     Egress = 1,
@@ -457,6 +468,19 @@ const _: () = assert!(MAX_PATTERNS <= 16);
 #[cfg(feature = "user")]
 mod user {
     use super::*;
+
+    impl core::fmt::Display for Class {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str(self.name())
+        }
+    }
+
+    impl core::fmt::Display for Direction {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str(self.name())
+        }
+    }
+
     // SAFETY: plain-old-data records, every bit pattern is valid, no padding
     // the compiler could fill (explicit `_pad` fields).
     unsafe impl aya::Pod for Counter {}

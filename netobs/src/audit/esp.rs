@@ -8,7 +8,8 @@ use std::{
 };
 
 use serde::Serialize;
-use serde_json::Value;
+
+use crate::api::{Class, Direction, Flow, LabelledFlow};
 
 use super::{
     finding::{Finding, ESP_ONE_WAY, ESP_SEQUENCE_WRAP, ESP_SPI_NOT_ROTATED},
@@ -38,7 +39,7 @@ pub struct EspPeer {
 #[derive(Debug, Clone, Serialize)]
 pub struct EspSpi {
     pub spi: String,
-    pub direction: String,
+    pub direction: Direction,
     pub seq: u64,
     pub seq_per_sec: f64,
     /// Since the agent first saw this SPI (a lower bound of its age).
@@ -50,40 +51,35 @@ pub struct EspSpi {
     pub active: bool,
 }
 
-fn u64_of(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 /// The address at the other end of a flow.
-fn far_end(f: &Value) -> Option<IpAddr> {
-    let key = if f["direction"] == "egress" {
-        "outer_dst"
-    } else {
-        "outer_src"
-    };
-    f[key]
-        .as_str()
-        .and_then(|s| s.parse::<IpAddr>().ok())
-        .map(|ip| ip.to_canonical())
+fn far_end(f: &Flow) -> Option<IpAddr> {
+    match f.direction {
+        Direction::Egress => f.outer_dst,
+        Direction::Ingress => f.outer_src,
+    }
+    .map(|ip| ip.to_canonical())
 }
 
 pub fn peers(i: &Inputs, findings: &mut Vec<Finding>) -> Vec<EspPeer> {
     let nodes: BTreeSet<IpAddr> = i.inv.node_addresses().collect();
-    let swarm_esp =
-        |f: &&Value| f["class"] == "esp" && far_end(f).is_some_and(|a| nodes.contains(&a));
+    let swarm_esp = |f: &&LabelledFlow| {
+        f.flow.class == Class::Esp && far_end(&f.flow).is_some_and(|a| nodes.contains(&a))
+    };
     // The sequence number and the time of the last packet, one read
     // earlier: the rate between two packets' own times does not depend on
     // how often the agent refreshes its flows.
-    let before = |spi: &Value, dir: &Value| {
+    let before = |spi: Option<u32>, dir: Direction| {
         i.flows_before
             .iter()
-            .filter(|f| f["class"] == "esp" && &f["spi"] == spi && &f["direction"] == dir)
-            .map(|f| (u64_of(&f["esp_seq"]), f["last_seen"].as_f64()))
+            .map(|f| &f.flow)
+            .filter(|f| f.class == Class::Esp && f.spi == spi && f.direction == dir)
+            .map(|f| (u64::from(f.esp_seq.unwrap_or(0)), f.last_seen))
             .max_by_key(|(seq, _)| *seq)
     };
     let mut by: BTreeMap<String, EspPeer> = BTreeMap::new();
-    for f in i.flows.iter().filter(swarm_esp) {
-        let peer = f["labels"]["peer_node"].as_str().unwrap_or("?").to_owned();
+    for lf in i.flows.iter().filter(swarm_esp) {
+        let f = &lf.flow;
+        let peer = lf.labels.peer_node.clone();
         let e = by.entry(peer.clone()).or_insert_with(|| EspPeer {
             peer,
             packets_out: 0,
@@ -93,26 +89,20 @@ pub fn peers(i: &Inputs, findings: &mut Vec<Finding>) -> Vec<EspPeer> {
             in_udp: false,
             spis: Vec::new(),
         });
-        let egress = f["direction"] == "egress";
-        let last = f["last_seen"].as_f64();
+        let egress = f.direction == Direction::Egress;
+        let last = f.last_seen;
         let (packets, latest) = if egress {
             (&mut e.packets_out, &mut e.last_out)
         } else {
             (&mut e.packets_in, &mut e.last_in)
         };
-        *packets += u64_of(&f["packets"]);
-        *latest = match (*latest, last) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        e.in_udp |= egress && f["esp_in_udp"] == true;
-        let seq = u64_of(&f["esp_seq"]);
-        let rate = match before(&f["spi"], &f["direction"]) {
+        *packets += f.packets;
+        *latest = Some(latest.map_or(last, |a| a.max(last)));
+        e.in_udp |= egress && f.esp_in_udp == Some(true);
+        let seq = u64::from(f.esp_seq.unwrap_or(0));
+        let rate = match before(f.spi, f.direction) {
             Some((b, then)) if seq > b => {
-                let dt = match (then, last) {
-                    (Some(t0), Some(t1)) if t1 > t0 => t1 - t0,
-                    _ => i.dt,
-                };
+                let dt = if last > then { last - then } else { i.dt };
                 if dt > 0.0 {
                     (seq - b) as f64 / dt
                 } else {
@@ -123,9 +113,8 @@ pub fn peers(i: &Inputs, findings: &mut Vec<Finding>) -> Vec<EspPeer> {
         };
         let wraps = (rate > 0.0)
             .then(|| (u64::from(u32::MAX) - seq.min(u64::from(u32::MAX))) as f64 / rate);
-        let spi = format!("{:#010x}", u64_of(&f["spi"]));
-        let seen = |k: &str| f[k].as_f64().unwrap_or(i.now);
-        let age = (i.now - seen("first_seen")).max(0.0);
+        let spi = format!("{:#010x}", f.spi.unwrap_or(0));
+        let age = (i.now - f.first_seen).max(0.0);
         // The SA is replaced at the next rotation: a wrap after that is no
         // harm.
         let until_rotation = (KEY_ROTATION_SECS - age).max(0.0);
@@ -137,7 +126,7 @@ pub fn peers(i: &Inputs, findings: &mut Vec<Finding>) -> Vec<EspPeer> {
                 format!(
                     "SPI {spi} ({}) wraps its 32-bit sequence number in {:.1} h, before the next \
                      key rotation (in at most {:.1} h): the pair's traffic stops then",
-                    f["direction"].as_str().unwrap_or("?"),
+                    f.direction,
                     w / 3600.0,
                     until_rotation / 3600.0
                 ),
@@ -145,12 +134,12 @@ pub fn peers(i: &Inputs, findings: &mut Vec<Finding>) -> Vec<EspPeer> {
         }
         e.spis.push(EspSpi {
             spi,
-            direction: f["direction"].as_str().unwrap_or("?").to_owned(),
+            direction: f.direction,
             seq,
             seq_per_sec: rate,
             age_secs: age,
             wraps_in_secs: wraps,
-            active: i.now - seen("last_seen") < ACTIVE_SECS,
+            active: i.now - f.last_seen < ACTIVE_SECS,
         });
     }
     for e in by.values() {
@@ -163,7 +152,7 @@ pub fn peers(i: &Inputs, findings: &mut Vec<Finding>) -> Vec<EspPeer> {
 /// Each rotation brings a new SPI each way; the newest one in use should
 /// be younger than the rotation interval.
 fn rotation(e: &EspPeer, findings: &mut Vec<Finding>) {
-    for dir in ["egress", "ingress"] {
+    for dir in [Direction::Egress, Direction::Ingress] {
         let newest = e
             .spis
             .iter()

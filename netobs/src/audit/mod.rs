@@ -12,10 +12,9 @@ pub mod xfrm;
 use std::{collections::BTreeSet, io, net::IpAddr};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::{
-    export::alerts::{self, Policy},
+    api::{Alert, AlertKind, DataPath, LabelledFlow, NetworkStatus, Policy, PortSource},
     inventory::{Inventory, Network, ENCRYPTED_OPTION},
 };
 use esp::EspPeer;
@@ -42,10 +41,7 @@ pub struct NetworkReport {
     pub ingress: bool,
     /// The requirement (`--require-encryption`) covers it.
     pub required: bool,
-    /// `protected`, `not_encrypted`, `broken` (encryption promised, not
-    /// delivered) or `unchecked` (encrypted, but the kernel's IPsec state
-    /// could not be read).
-    pub status: &'static str,
+    pub status: NetworkStatus,
     /// One per remote tunnel endpoint of an encrypted network.
     pub peers: Vec<PeerCheck>,
     /// Plaintext VXLAN seen in the last five minutes: packets, the service
@@ -58,9 +54,7 @@ pub struct NetworkReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub data_path_port: u16,
-    /// `flag` (this command's), `agent` (the agent's --data-path-port),
-    /// `swarm` or `default`.
-    pub data_path_port_from: &'static str,
+    pub data_path_port_from: PortSource,
     /// The requirement applied, as `--require-encryption` takes it.
     pub require_encryption: String,
     pub networks: Vec<NetworkReport>,
@@ -79,25 +73,23 @@ impl Report {
     }
 }
 
-/// What the agent says of itself (`/api/v1/summary`).
+/// What the agent says of itself (from `/api/v1/summary`).
 #[derive(Debug, Clone, Default)]
 pub struct AgentView {
-    /// The ports it classifies as VXLAN, and where they came from (`flag`,
-    /// `swarm`, `default`); empty when the agent does not say.
-    pub data_path_ports: Vec<u16>,
-    pub data_path_port_from: String,
-    /// Its `--require-encryption` ("" for none).
-    pub require_encryption: String,
+    /// The ports it classifies as VXLAN, and where they came from.
+    pub data_path: DataPath,
+    /// Its `--require-encryption`.
+    pub require_encryption: Policy,
 }
 
 /// What went into a report.
 pub struct Inputs<'a> {
     pub inv: &'a Inventory,
     /// The agent's flows now, and one read earlier (`dt` seconds before).
-    pub flows: &'a [Value],
-    pub flows_before: &'a [Value],
+    pub flows: &'a [LabelledFlow],
+    pub flows_before: &'a [LabelledFlow],
     /// The agent's active alerts (`/api/v1/alerts`).
-    pub alerts: &'a [Value],
+    pub alerts: &'a [Alert],
     pub dt: f64,
     /// The kernel's IPsec view, or why it could not be read.
     pub xfrm: Result<&'a Xfrm, &'a io::Error>,
@@ -115,23 +107,24 @@ pub struct Inputs<'a> {
 /// The data-path port and where it came from. The agent's own choice
 /// counts when it was told or read the swarm; its default is only a guess,
 /// and the inventory may know better.
-fn data_path_port(i: &Inputs) -> (u16, &'static str) {
-    let agent = match i.agent.data_path_port_from.as_str() {
-        "flag" => i.agent.data_path_ports.first().map(|p| (*p, "agent")),
-        "swarm" => i.agent.data_path_ports.first().map(|p| (*p, "swarm")),
-        _ => None,
+fn data_path_port(i: &Inputs) -> (u16, PortSource) {
+    let first = i.agent.data_path.ports.first();
+    let agent = match i.agent.data_path.from {
+        PortSource::Flag | PortSource::Agent => first.map(|p| (*p, PortSource::Agent)),
+        PortSource::Swarm => first.map(|p| (*p, PortSource::Swarm)),
+        PortSource::Default => None,
     };
     let swarm = i
         .inv
         .swarm
         .as_ref()
         .and_then(|s| s.data_path_port)
-        .map(|p| (p, "swarm"));
+        .map(|p| (p, PortSource::Swarm));
     i.data_path_port
-        .map(|p| (p, "flag"))
+        .map(|p| (p, PortSource::Flag))
         .or(agent)
         .or(swarm)
-        .unwrap_or((DEFAULT_DATA_PATH_PORT, "default"))
+        .unwrap_or((DEFAULT_DATA_PATH_PORT, PortSource::Default))
 }
 
 /// The requirement: this command's, else the agent's, else every network
@@ -140,16 +133,17 @@ fn requirement(i: &Inputs) -> Policy {
     if let Some(p) = i.require_encryption {
         return p.clone();
     }
-    match i.agent.require_encryption.parse::<Policy>() {
-        Ok(p) if p != Policy::None => p,
-        _ => Policy::All,
+    match &i.agent.require_encryption {
+        Policy::None => Policy::All,
+        p => p.clone(),
     }
 }
 
 pub fn audit(i: &Inputs) -> Report {
     let mut findings = Vec::new();
     let (port, from) = data_path_port(i);
-    if !i.agent.data_path_ports.is_empty() && !i.agent.data_path_ports.contains(&port) {
+    let agent_ports = &i.agent.data_path.ports;
+    if !agent_ports.is_empty() && !agent_ports.contains(&port) {
         findings.push(Finding::new(
             &AGENT_PORT_MISMATCH,
             None,
@@ -157,7 +151,7 @@ pub fn audit(i: &Inputs) -> Report {
             format!(
                 "the data path uses UDP {port} ({from}) but the agent classifies {:?} as VXLAN: \
                  plaintext on {port} is invisible to it; restart it with --data-path-port {port}",
-                i.agent.data_path_ports
+                agent_ports
             ),
         ));
     }
@@ -225,40 +219,30 @@ pub fn audit(i: &Inputs) -> Report {
 /// agent's alert (which covers every flow, while the API lists only the
 /// busiest).
 fn plaintext(i: &Inputs, name: &str) -> (u64, Vec<String>, Vec<String>) {
-    let recent = |v: &Value| {
-        v["last_seen"]
-            .as_f64()
-            .is_some_and(|t| i.now - t < RECENT_SECS)
-    };
-    let label = |f: &Value, k: &str| f["labels"][k].as_str().unwrap_or("?").to_owned();
-    let plain: Vec<&Value> = i
+    let recent = |last_seen: f64| i.now - last_seen < RECENT_SECS;
+    let plain: Vec<&LabelledFlow> = i
         .flows
         .iter()
-        .filter(|f| f["class"] == "vxlan" && f["labels"]["network"] == name && recent(f))
+        .filter(|f| {
+            f.flow.class == crate::api::Class::Vxlan
+                && f.labels.network == name
+                && recent(f.flow.last_seen)
+        })
         .collect();
-    let mut packets: u64 = plain
-        .iter()
-        .map(|f| f["packets"].as_u64().unwrap_or(0))
-        .sum();
+    let mut packets: u64 = plain.iter().map(|f| f.flow.packets).sum();
     let pairs: BTreeSet<String> = plain
         .iter()
-        .map(|f| format!("{} -> {}", label(f, "src_service"), label(f, "dst_service")))
+        .map(|f| format!("{} -> {}", f.labels.src_service, f.labels.dst_service))
         .collect();
     let mut services: BTreeSet<String> = plain
         .iter()
-        .flat_map(|f| [label(f, "src_service"), label(f, "dst_service")])
+        .flat_map(|f| [f.labels.src_service.clone(), f.labels.dst_service.clone()])
         .collect();
     for a in i.alerts.iter().filter(|a| {
-        a["kind"] == alerts::PLAINTEXT_ON_ENCRYPTED && a["network"] == name && recent(a)
+        a.kind == AlertKind::PlaintextOnEncryptedNetwork && a.network == name && recent(a.last_seen)
     }) {
-        packets = packets.max(a["packets"].as_u64().unwrap_or(0));
-        services.extend(
-            a["services"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(str::to_owned)),
-        );
+        packets = packets.max(a.packets);
+        services.extend(a.services.iter().cloned());
     }
     (
         packets,
@@ -271,7 +255,7 @@ fn network(
     i: &Inputs,
     net: &Network,
     port: u16,
-    from: &'static str,
+    from: PortSource,
     required: bool,
     xfrm_unsupported: bool,
     findings: &mut Vec<Finding>,
@@ -350,11 +334,11 @@ fn network(
         ingress: net.ingress,
         required,
         status: match (net.encrypted, broken, i.xfrm.is_ok()) {
-            (false, _, _) => "not_encrypted",
-            (true, true, _) => "broken",
-            (true, false, true) => "protected",
+            (false, _, _) => NetworkStatus::NotEncrypted,
+            (true, true, _) => NetworkStatus::Broken,
+            (true, false, true) => NetworkStatus::Protected,
             // Never "protected" without having looked at the kernel.
-            (true, false, false) => "unchecked",
+            (true, false, false) => NetworkStatus::Unchecked,
         },
         peers,
         plaintext_packets,
@@ -401,7 +385,7 @@ fn judge_peer(
     name: &str,
     p: &PeerCheck,
     port: u16,
-    from: &str,
+    from: PortSource,
     findings: &mut Vec<Finding>,
 ) -> bool {
     if let Some(age) = p
@@ -423,7 +407,7 @@ fn judge_peer(
     }
     let (kind, msg) = match (p.policy, p.state_out, p.state_in, p.policy_port) {
         (true, true, true, _) => return false,
-        (false, _, _, Some(other)) if from == "default" => {
+        (false, _, _, Some(other)) if from == PortSource::Default => {
             findings.push(Finding::new(
                 &DATA_PATH_PORT_UNKNOWN,
                 Some(name),

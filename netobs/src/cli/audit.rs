@@ -9,16 +9,17 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use serde_json::Value;
 
 use super::client;
 use crate::{
     agent::DEFAULT_METRICS_ADDR,
+    api::{
+        AlertsEndpoint, FlowsEndpoint, InventoryEndpoint, NetworkStatus, Policy, PortSource,
+        SummaryEndpoint,
+    },
     audit::{self, xfrm, AgentView, Inputs, Report, Severity},
-    export::alerts::Policy,
-    inventory::Inventory,
 };
 
 #[derive(Debug, Args)]
@@ -79,39 +80,22 @@ fn local_addrs() -> BTreeSet<IpAddr> {
     out
 }
 
-fn get_json<T: serde::de::DeserializeOwned>(agent: SocketAddr, path: &str) -> Result<T> {
-    serde_json::from_str(&client::get(agent, path)?)
-        .with_context(|| format!("the agent's {path} is not what this netobs reads"))
-}
-
 fn report(args: &AuditArgs) -> Result<Report> {
-    let inv: Inventory = get_json(args.agent, "/api/v1/inventory")?;
+    let inv = client::fetch::<InventoryEndpoint>(args.agent)?;
     if !inv.docker_up {
         anyhow::bail!(
             "the agent at {} cannot reach its Docker engine, so there are no networks to audit",
             args.agent
         );
     }
-    let before: Vec<Value> = get_json(args.agent, "/api/v1/flows")?;
+    let before = client::fetch::<FlowsEndpoint>(args.agent)?.flows;
     std::thread::sleep(SAMPLE);
-    let now: Vec<Value> = get_json(args.agent, "/api/v1/flows")?;
-    let summary: Value = get_json(args.agent, "/api/v1/summary")?;
-    let alerts: Vec<Value> = get_json(args.agent, "/api/v1/alerts")?;
+    let now = client::fetch::<FlowsEndpoint>(args.agent)?.flows;
+    let summary = client::fetch::<SummaryEndpoint>(args.agent)?;
+    let alerts = client::fetch::<AlertsEndpoint>(args.agent)?.alerts;
     let agent = AgentView {
-        data_path_ports: summary["data_path_ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
-            .collect(),
-        data_path_port_from: summary["data_path_port_from"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        require_encryption: summary["require_encryption"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
+        data_path: summary.data_path,
+        require_encryption: summary.require_encryption,
     };
     let x = xfrm::read();
     Ok(audit::audit(&Inputs {
@@ -141,13 +125,13 @@ fn text(r: &Report) -> String {
     for n in &r.networks {
         let vnis: Vec<String> = n.vnis.iter().map(u32::to_string).collect();
         let status = match n.status {
-            "protected" if n.peers.is_empty() => "protected (no remote peers)",
-            "protected" => "protected",
-            "broken" => "BROKEN: encrypted but not protected",
-            "unchecked" => "encrypted, IPsec not checked (run as root)",
-            _ if !n.required => "not encrypted (not required)",
-            _ if n.ingress => "NOT ENCRYPTED (ingress)",
-            _ => "NOT ENCRYPTED",
+            NetworkStatus::Protected if n.peers.is_empty() => "protected (no remote peers)",
+            NetworkStatus::Protected => "protected",
+            NetworkStatus::Broken => "BROKEN: encrypted but not protected",
+            NetworkStatus::Unchecked => "encrypted, IPsec not checked (run as root)",
+            NetworkStatus::NotEncrypted if !n.required => "not encrypted (not required)",
+            NetworkStatus::NotEncrypted if n.ingress => "NOT ENCRYPTED (ingress)",
+            NetworkStatus::NotEncrypted => "NOT ENCRYPTED",
         };
         let seen = if n.plaintext_pairs.is_empty() {
             &n.plaintext_services
@@ -189,10 +173,11 @@ fn text(r: &Report) -> String {
         "data-path port {} ({})",
         r.data_path_port,
         match r.data_path_port_from {
-            "flag" => "from --data-path-port",
-            "agent" => "from the agent's --data-path-port",
-            "swarm" => "from the swarm",
-            _ => "Docker's default: the swarm's own needs a manager; give --data-path-port if it differs",
+            PortSource::Flag => "from --data-path-port",
+            PortSource::Agent => "from the agent's --data-path-port",
+            PortSource::Swarm => "from the swarm",
+            PortSource::Default =>
+                "Docker's default: the swarm's own needs a manager; give --data-path-port if it differs",
         }
     );
     for e in &r.esp {
@@ -244,12 +229,7 @@ fn text(r: &Report) -> String {
         let _ = writeln!(out, "findings:");
         for f in &r.findings {
             let at = f.network.as_deref().or(f.peer.as_deref()).unwrap_or("-");
-            let _ = writeln!(
-                out,
-                "  {:<8} {at}: {}",
-                format!("{:?}", f.severity).to_lowercase(),
-                f.message
-            );
+            let _ = writeln!(out, "  {:<8} {at}: {}", f.severity.name(), f.message);
         }
     }
     out
@@ -279,7 +259,7 @@ mod tests {
     fn a_node_without_overlay_networks_says_so() {
         let r = Report {
             data_path_port: 4789,
-            data_path_port_from: "default",
+            data_path_port_from: PortSource::Default,
             require_encryption: "all".into(),
             networks: Vec::new(),
             esp: Vec::new(),

@@ -1,5 +1,5 @@
 //! Talking to a running agent's API: a plain HTTP/1.1 GET over loopback,
-//! which is all the read-only API needs.
+//! which is all the read-only API needs, read into the API's own types.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -7,7 +7,11 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 
+use crate::api::{self, Doc, Endpoint};
+
+/// The body of an HTTP 200 answer to `GET path`.
 pub fn get(agent: SocketAddr, path: &str) -> Result<String> {
     let no_agent = || {
         format!(
@@ -33,4 +37,37 @@ pub fn get(agent: SocketAddr, path: &str) -> Result<String> {
         bail!("the agent at {agent} answered {path} with {status:?}");
     }
     Ok(body.to_owned())
+}
+
+/// Reads one of the API's documents, after checking that the agent speaks
+/// this version of the API.
+pub fn fetch<E: Endpoint>(agent: SocketAddr) -> Result<E::Body> {
+    parse::<E>(agent, &get(agent, E::PATH)?)
+}
+
+/// The body of a document `E` sent by `agent`.
+pub fn parse<E: Endpoint>(agent: SocketAddr, body: &str) -> Result<E::Body> {
+    #[derive(Deserialize)]
+    struct Version {
+        api_version: Option<u32>,
+    }
+    match serde_json::from_str::<Version>(body) {
+        Ok(Version {
+            api_version: Some(api::VERSION),
+        }) => {}
+        Ok(Version {
+            api_version: Some(v),
+        }) => bail!(
+            "the agent at {agent} speaks API version {v}, this netobs version {}: run the \
+             same netobs release on both sides",
+            api::VERSION
+        ),
+        _ => bail!(
+            "the agent at {agent} does not say which API version it speaks (an older \
+             netobs?): run the same netobs release on both sides"
+        ),
+    }
+    let doc: Doc<E::Body> = serde_json::from_str(body)
+        .with_context(|| format!("the agent's {} is not what this netobs reads", E::PATH))?;
+    Ok(doc.data)
 }

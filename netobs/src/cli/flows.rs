@@ -2,16 +2,18 @@
 //! a table or as JSON for scripts.
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use serde_json::Value;
 
 use super::{
     client,
     render::human_bytes,
     table::{Rates, Row},
 };
-use crate::agent::DEFAULT_METRICS_ADDR;
+use crate::{
+    agent::DEFAULT_METRICS_ADDR,
+    api::{Doc, FlowsEndpoint},
+};
 
 #[derive(Debug, Args)]
 pub struct FlowsArgs {
@@ -62,12 +64,10 @@ fn table(rows: &[Row]) -> String {
 pub fn flows(args: FlowsArgs) -> Result<ExitCode> {
     let mut rates = Rates::default();
     loop {
-        let body = client::get(args.agent, "/api/v1/flows")?;
-        let flows: Vec<Value> =
-            serde_json::from_str(&body).context("the agent's flow list is not JSON")?;
-        let rows = rates.rows(&flows);
+        let list = client::fetch::<FlowsEndpoint>(args.agent)?;
+        let rows = rates.rows(&list.flows);
         if args.json {
-            println!("{}", serde_json::to_string(&flows)?);
+            println!("{}", serde_json::to_string(&Doc::new(&list))?);
         } else {
             print!("{}", table(&rows));
         }

@@ -1,7 +1,7 @@
 //! Command line: parse arguments, call the library, render. Every failure is
 //! one line on stderr that says what to do.
 mod audit;
-mod client;
+pub mod client;
 mod flows;
 pub(crate) mod render;
 mod replay;
@@ -14,8 +14,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::datapath::{Options, DEFAULT_FLOW_TABLE_SIZE};
-use netobs_common::DEFAULT_FLOW_CACHE_SLOTS;
+use crate::{
+    agent::PortChoice,
+    datapath::{Options, DEFAULT_FLOW_TABLE_SIZE},
+};
+use netobs_common::{DEFAULT_DATA_PATH_PORT, DEFAULT_FLOW_CACHE_SLOTS};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,8 +57,10 @@ enum Command {
 /// What the datapath looks for; shared by `run` and `replay`.
 #[derive(Debug, Clone, Args)]
 pub struct DatapathArgs {
-    /// VXLAN data-path UDP port (repeat for several, up to 4) [default: 4789]
-    #[arg(long = "data-path-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    /// VXLAN data-path UDP port (repeat for several, up to 4) [default:
+    /// the swarm's, read from the engine on a manager, else 4789]
+    #[arg(long = "data-path-port", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) data_path_ports: Vec<u16>,
     /// Byte string to look for in unencrypted overlay payloads, like ngrep
     /// (repeat for several, up to 8, each up to 32 bytes)
@@ -80,20 +85,42 @@ fn parse_cache_slots(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+/// A count that must be at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
 impl DatapathArgs {
-    fn options(&self) -> Options {
-        let mut o = Options::default();
-        if !self.data_path_ports.is_empty() {
-            o.data_path_ports = self.data_path_ports.clone();
+    /// The ports given, or none: then `run` asks the swarm.
+    fn ports(&self) -> PortChoice {
+        if self.data_path_ports.is_empty() {
+            PortChoice::AskSwarm
+        } else {
+            PortChoice::Given(self.data_path_ports.clone())
         }
-        o.patterns = self
-            .patterns
-            .iter()
-            .map(|p| p.as_bytes().to_vec())
-            .collect();
-        o.flow_table_size = self.flow_table_size;
-        o.flow_cache_slots = self.flow_cache_size;
-        o
+    }
+
+    /// The datapath's options; with no port given, Docker's default (what
+    /// `replay` uses; `run` sets the port it settled on).
+    fn options(&self) -> Options {
+        Options {
+            data_path_ports: match self.ports() {
+                PortChoice::Given(p) => p,
+                PortChoice::AskSwarm => vec![DEFAULT_DATA_PATH_PORT],
+            },
+            patterns: self
+                .patterns
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
+            flow_table_size: self.flow_table_size,
+            flow_cache_slots: self.flow_cache_size,
+            ..Options::default()
+        }
     }
 }
 

@@ -1,10 +1,9 @@
 //! Text for people: totals, flow tables, events.
 use std::fmt::Write as _;
 
-use netobs_common::Class;
-
 use crate::{
-    flows::{ClassCounts, Flow, FlowKeyView, Snapshot},
+    api::{Class, ClassCounts, EventKind, Flow, FlowEvent, Totals},
+    flows::{label::UNKNOWN, FlowKeyView},
     replay::ReplayReport,
 };
 
@@ -34,7 +33,7 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-pub fn totals(s: &Snapshot, last: bool) -> String {
+pub fn totals(s: &Totals, last: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -49,14 +48,14 @@ pub fn totals(s: &Snapshot, last: bool) -> String {
         let _ = writeln!(out, "{:<12} ingress  {}", i.iface, class_line(&i.ingress));
         let _ = writeln!(out, "{:<12} egress   {}", "", class_line(&i.egress));
     }
-    let vnis: Vec<String> = s.vnis().iter().map(|(v, n)| format!("{v}:{n}")).collect();
+    let vnis: Vec<String> = s.vnis.iter().map(|(v, n)| format!("{v}:{n}")).collect();
     let _ = writeln!(
         out,
         "flows {}  vnis [{}]  http requests {} responses {}  evicted {}  events dropped {}",
-        s.totals.flows,
+        s.flow_count,
         vnis.join(" "),
-        s.http_requests(),
-        s.http_responses(),
+        s.http.requests,
+        s.http.responses,
         s.health.flow_evictions,
         s.health.events_dropped(),
     );
@@ -106,15 +105,21 @@ pub fn replay(r: &ReplayReport) -> String {
         );
     }
     for class in Class::ALL {
+        let n = r.totals.classes.get(class);
         let _ = writeln!(
             out,
             "  {:<10} {:>10} packets {:>12}",
             class.name(),
-            r.classes.get(class.name()).copied().unwrap_or(0),
-            human_bytes(r.bytes.get(class.name()).copied().unwrap_or(0))
+            n.packets,
+            human_bytes(n.bytes)
         );
     }
-    let vnis: Vec<String> = r.vnis.iter().map(|(v, n)| format!("{v}:{n}")).collect();
+    let vnis: Vec<String> = r
+        .totals
+        .vnis
+        .iter()
+        .map(|(v, n)| format!("{v}:{n}"))
+        .collect();
     let _ = writeln!(
         out,
         "VNIs: {}",
@@ -124,8 +129,8 @@ pub fn replay(r: &ReplayReport) -> String {
             vnis.join(" ")
         }
     );
-    let methods: Vec<String> = r
-        .http
+    let http = &r.totals.http;
+    let methods: Vec<String> = http
         .methods
         .iter()
         .map(|(m, n)| format!("{m}:{n}"))
@@ -133,14 +138,39 @@ pub fn replay(r: &ReplayReport) -> String {
     let _ = writeln!(
         out,
         "HTTP in clear: {} requests [{}], {} responses",
-        r.http.requests,
+        http.requests,
         methods.join(" "),
-        r.http.responses
+        http.responses
     );
-    for (p, n) in &r.patterns {
+    for (p, n) in &r.totals.patterns {
         let _ = writeln!(out, "pattern {p:?}: {n} packets");
     }
     let _ = writeln!(out, "\n{} flows", r.flows.len());
     out.push_str(&flow_table(&r.flows));
     out
+}
+
+/// One event, for `run --events`.
+pub fn event(e: &FlowEvent) -> String {
+    let (f, l) = (&e.flow, &e.labels);
+    let v = FlowKeyView(f);
+    let who = |s: &str, ip: String| if s == UNKNOWN { ip } else { s.to_owned() };
+    let src = who(&l.src_service, v.inner());
+    let dst = who(&l.dst_service, String::new());
+    let net = if l.network == UNKNOWN {
+        format!("vni {}", v.id())
+    } else {
+        l.network.clone()
+    };
+    match e.event {
+        EventKind::HttpRequest => format!(
+            "http  {net} {src} -> {dst} {:?}{}",
+            e.request.as_deref().unwrap_or_default(),
+            if e.truncated { " (query cut)" } else { "" }
+        ),
+        EventKind::NewPlaintextFlow => format!(
+            "flow  {net} {src} -> {dst} (new plaintext flow, peer {})",
+            l.peer_node
+        ),
+    }
 }

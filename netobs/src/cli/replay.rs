@@ -24,5 +24,13 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     } else {
         print!("{}", render::replay(&report));
     }
+    // As tcpdump does with a truncated file: what it held, then the error.
+    if let Some(why) = &report.damaged {
+        eprintln!(
+            "netobs: error: {why} (the counts above cover the {} packets before it)",
+            report.packets
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,16 +1,19 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::DatapathArgs;
+use super::{at_least_one, render, DatapathArgs};
 use crate::{
-    agent::{self, AgentConfig, DEFAULT_METRICS_ADDR},
+    agent::{self, AgentConfig, Output, Sink, DEFAULT_METRICS_ADDR},
+    api::{Policy, RunReport},
     datapath::{
         attach::{Mode, TcApi},
         events::CapturePaths,
     },
-    export::alerts::Policy,
+    poll,
 };
 
 #[derive(Debug, Args)]
@@ -54,9 +57,9 @@ pub struct RunArgs {
     no_docker: bool,
     /// Alert on unencrypted overlay traffic: `all`, or networks NET[,NET...]
     #[arg(long, value_name = "POLICY", default_value = "")]
-    require_encryption: String,
+    require_encryption: Policy,
     /// Series per metric before the excess folds into `other`
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = at_least_one)]
     max_series: usize,
     /// Seconds a series of a removed network or service lingers
     #[arg(long, value_name = "SECS", default_value_t = 600)]
@@ -72,30 +75,71 @@ pub struct RunArgs {
     datapath: DatapathArgs,
 }
 
+/// What the agent hands out, printed: text or JSON lines on stdout,
+/// alerts as JSON lines on stderr with the log.
+fn printer(json: bool) -> Sink {
+    Arc::new(move |out: Output<'_>| match out {
+        Output::Totals {
+            read,
+            docker_up,
+            networks_known,
+            last,
+        } => {
+            let totals = read.snapshot.totals();
+            if json {
+                let line = RunReport {
+                    last,
+                    docker_up,
+                    totals,
+                };
+                if let Ok(text) = serde_json::to_string(&line) {
+                    println!("{text}");
+                }
+            } else {
+                print!("{}", render::totals(&totals, last));
+                if networks_known {
+                    for ((net, src, dst, class), pkts) in poll::summary(&read.groups) {
+                        println!("  {net:<14} {class:<6} {src} -> {dst}: {pkts} packets");
+                    }
+                }
+            }
+        }
+        // The structured line operators grep for.
+        Output::Alert(alert) => {
+            if let Ok(text) = serde_json::to_string(&serde_json::json!({ "alert": alert })) {
+                eprintln!("{text}");
+            }
+        }
+        Output::Event(e) => {
+            if json {
+                if let Ok(text) = serde_json::to_string(e) {
+                    println!("{text}");
+                }
+            } else {
+                println!("{}", render::event(e));
+            }
+        }
+    })
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let require_encryption: Policy = args
-        .require_encryption
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--require-encryption: {e}"))?;
     let mut datapath = args.datapath.options();
-    // Empty: ask the swarm which port it uses.
-    datapath.data_path_ports = args.datapath.data_path_ports.clone();
     datapath.full_paths = args.capture_paths == CapturePaths::Full;
     datapath.pin = args.pin;
     datapath.tc_api = args.tc_api;
     let cfg = AgentConfig {
         ifaces: args.ifaces,
         mode: args.mode,
+        ports: args.datapath.ports(),
         datapath,
         print_every: Duration::from_secs(args.interval),
-        json: args.json,
         events: args.events,
         capture_paths: args.capture_paths,
         metrics_addr: args.metrics_addr,
         docker_host: args.docker_host,
         docker: !args.no_docker,
-        require_encryption,
-        max_series: args.max_series.max(1),
+        require_encryption: args.require_encryption,
+        max_series: args.max_series,
         series_grace: Duration::from_secs(args.series_grace),
         resync: Duration::from_secs(args.resync),
     };
@@ -107,6 +151,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .thread_keep_alive(crate::privileges::THREAD_KEEP_ALIVE)
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(agent::run(cfg))?;
+    rt.block_on(agent::run(cfg, printer(args.json)))?;
     Ok(ExitCode::SUCCESS)
 }

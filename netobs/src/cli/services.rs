@@ -2,20 +2,21 @@
 //! and tasks (IP, node, state) with the live traffic to and from each task:
 //! the answers of `drill <service>` and `drill tasks.<service>` from inside
 //! the overlay, without a debug container.
-use std::{fmt::Write, net::SocketAddr, process::ExitCode};
+use std::{
+    fmt::Write,
+    net::{IpAddr, SocketAddr},
+    process::ExitCode,
+};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::{client, render::human_bytes};
 use crate::{
     agent::DEFAULT_METRICS_ADDR,
-    inventory::{
-        services::{services as views, ServiceView, TaskView},
-        Inventory,
-    },
+    api::{Flow, FlowsEndpoint, InventoryEndpoint},
+    inventory::services::{services as views, ServiceView, TaskView},
 };
 
 #[derive(Debug, Args)]
@@ -54,14 +55,14 @@ struct Service {
     tasks: Vec<Task>,
 }
 
-fn with_traffic(v: ServiceView, flows: &[Value]) -> Service {
-    let sum = |ip: &str, field: &str| {
+fn with_traffic(v: ServiceView, flows: &[&Flow]) -> Service {
+    let sum = |end: &dyn Fn(&Flow) -> bool| {
         flows
             .iter()
-            .filter(|f| f[field].as_str() == Some(ip))
+            .filter(|f| end(f))
             .fold(Traffic::default(), |t, f| Traffic {
-                packets: t.packets + f["packets"].as_u64().unwrap_or(0),
-                bytes: t.bytes + f["bytes"].as_u64().unwrap_or(0),
+                packets: t.packets + f.packets,
+                bytes: t.bytes + f.bytes,
             })
     };
     Service {
@@ -72,10 +73,14 @@ fn with_traffic(v: ServiceView, flows: &[Value]) -> Service {
             .tasks
             .into_iter()
             .map(|t| {
-                let ip = t.ip.to_string();
+                // A task without an address has no traffic of its own.
+                let to_or_from = |inner: fn(&Flow) -> Option<IpAddr>| match t.ip {
+                    Some(ip) => sum(&|f| inner(f) == Some(ip)),
+                    None => Traffic::default(),
+                };
                 Task {
-                    sent: sum(&ip, "inner_src"),
-                    received: sum(&ip, "inner_dst"),
+                    sent: to_or_from(|f| f.inner_src),
+                    received: to_or_from(|f| f.inner_dst),
                     task: t,
                 }
             })
@@ -109,7 +114,7 @@ fn text(services: &[Service]) -> String {
                 "  {:<34} {:<12} {:<16} {:<14} {:<8} {:>20} {:>20}",
                 v.task,
                 v.network,
-                v.ip,
+                v.ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
                 v.node,
                 v.state,
                 t(task.sent),
@@ -121,10 +126,9 @@ fn text(services: &[Service]) -> String {
 }
 
 pub fn services(args: ServicesArgs) -> Result<ExitCode> {
-    let inv: Inventory = serde_json::from_str(&client::get(args.agent, "/api/v1/inventory")?)
-        .context("the agent's inventory is not what this netobs reads")?;
-    let flows: Vec<Value> = serde_json::from_str(&client::get(args.agent, "/api/v1/flows")?)
-        .context("the agent's flow list is not JSON")?;
+    let inv = client::fetch::<InventoryEndpoint>(args.agent)?;
+    let list = client::fetch::<FlowsEndpoint>(args.agent)?;
+    let flows: Vec<&Flow> = list.flows.iter().map(|f| &f.flow).collect();
     let list: Vec<Service> = views(&inv, args.name.as_deref())
         .into_iter()
         .map(|v| with_traffic(v, &flows))

@@ -1,8 +1,11 @@
 //! Flows as the terminal shows them, from the agent's API: one row model for
 //! `netobs flows` and `netobs top`, rates from two successive reads.
-use std::{collections::HashMap, time::Instant};
+use std::{collections::HashMap, net::IpAddr, time::Instant};
 
-use serde_json::Value;
+use crate::{
+    api::{Class, Encryption, LabelledFlow},
+    flows::{label::UNKNOWN, SortKey},
+};
 
 /// How a flow's protection looks on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,58 +47,51 @@ pub struct Row {
 
 /// Who: the service, else the address; with the port, which tells one
 /// connection between two services from the next.
-fn who(f: &Value, service: &str, addr: &str, port: &str) -> String {
-    let name = match f["labels"][service].as_str() {
-        Some(s) if !s.is_empty() && s != "unknown" => s,
-        _ => f[addr].as_str().unwrap_or("-"),
+fn who(service: &str, addr: Option<IpAddr>, port: Option<u16>) -> String {
+    let name = match service {
+        "" | UNKNOWN => addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        s => s.to_owned(),
     };
-    match f[port].as_u64() {
+    match port {
         Some(p) => format!("{name}:{p}"),
-        None => name.to_owned(),
+        None => name,
+    }
+}
+
+impl Mark {
+    pub fn of(f: &LabelledFlow) -> Mark {
+        match (f.flow.class, f.labels.encrypted) {
+            (Class::Esp, _) => Mark::Esp,
+            (Class::Vxlan, Encryption::Encrypted) => Mark::PlainOnEncrypted,
+            (Class::Vxlan, _) => Mark::Plain,
+            _ => Mark::Other,
+        }
     }
 }
 
 /// A flow's identity across reads.
-fn key(f: &Value) -> String {
-    [
-        "ifindex",
-        "direction",
-        "class",
-        "outer_src",
-        "outer_dst",
-        "vni",
-        "spi",
-        "inner_src",
-        "inner_dst",
-        "inner_sport",
-        "inner_dport",
-    ]
-    .iter()
-    .map(|k| f[*k].to_string())
-    .collect::<Vec<_>>()
-    .join("|")
-}
+type Identity = (u32, Option<IpAddr>, Option<IpAddr>, SortKey);
 
 /// Turns successive flow lists into rows with rates.
 #[derive(Default)]
 pub struct Rates {
-    prev: HashMap<String, (u64, u64)>,
+    prev: HashMap<Identity, (u64, u64)>,
     at: Option<Instant>,
 }
 
 impl Rates {
-    pub fn rows(&mut self, flows: &[Value]) -> Vec<Row> {
+    pub fn rows(&mut self, flows: &[LabelledFlow]) -> Vec<Row> {
         let now = Instant::now();
         let dt = self.at.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
         let mut next = HashMap::with_capacity(flows.len());
         let rows = flows
             .iter()
-            .map(|f| {
-                let (p, b) = (
-                    f["packets"].as_u64().unwrap_or(0),
-                    f["bytes"].as_u64().unwrap_or(0),
-                );
-                let k = key(f);
+            .map(|lf| {
+                let (f, l) = (&lf.flow, &lf.labels);
+                let (p, b) = (f.packets, f.bytes);
+                // The interface and outer ends tell apart the same inner
+                // flow seen twice.
+                let k = (f.ifindex, f.outer_src, f.outer_dst, f.sort_key());
                 let (pp, pb) = self.prev.get(&k).copied().unwrap_or((p, b));
                 next.insert(k, (p, b));
                 let rate = |now: u64, before: u64| {
@@ -105,32 +101,26 @@ impl Rates {
                         0.0
                     }
                 };
-                let mark = match (f["class"].as_str(), f["labels"]["encrypted"].as_str()) {
-                    (Some("esp"), _) => Mark::Esp,
-                    (Some("vxlan"), Some("true")) => Mark::PlainOnEncrypted,
-                    (Some("vxlan"), _) => Mark::Plain,
-                    _ => Mark::Other,
-                };
                 Row {
-                    network: f["labels"]["network"]
-                        .as_str()
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or("-")
-                        .to_owned(),
-                    id: f["vni"]
-                        .as_u64()
+                    network: if l.network.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        l.network.clone()
+                    },
+                    id: f
+                        .vni
                         .map(|v| v.to_string())
-                        .or_else(|| f["spi"].as_u64().map(|s| format!("{s:#x}")))
+                        .or_else(|| f.spi.map(|s| format!("{s:#x}")))
                         .unwrap_or_else(|| "-".into()),
-                    mark,
-                    peer: f["labels"]["peer_node"].as_str().unwrap_or("-").to_owned(),
-                    src: who(f, "src_service", "inner_src", "inner_sport"),
-                    dst: who(f, "dst_service", "inner_dst", "inner_dport"),
+                    mark: Mark::of(lf),
+                    peer: l.peer_node.clone(),
+                    src: who(&l.src_service, f.inner_src, f.inner_sport),
+                    dst: who(&l.dst_service, f.inner_dst, f.inner_dport),
                     pps: rate(p, pp),
                     bps: rate(b, pb),
                     packets: p,
                     bytes: b,
-                    last_request: f["last_request"].as_str().unwrap_or("").to_owned(),
+                    last_request: lf.last_request.clone().unwrap_or_default(),
                 }
             })
             .collect();

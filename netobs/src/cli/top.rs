@@ -17,14 +17,16 @@ use ratatui::{
     widgets::{Cell, Paragraph, Row as TableRow, Table},
     DefaultTerminal, Frame,
 };
-use serde_json::Value;
 
 use super::{
     client,
     render::human_bytes,
     table::{Mark, Rates, Row},
 };
-use crate::agent::DEFAULT_METRICS_ADDR;
+use crate::{
+    agent::DEFAULT_METRICS_ADDR,
+    api::{Class, FlowsEndpoint, Summary, SummaryEndpoint},
+};
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
@@ -97,7 +99,7 @@ struct App {
     agent: SocketAddr,
     rates: Rates,
     rows: Vec<Row>,
-    summary: Value,
+    summary: Summary,
     /// The last read's failure, shown in the header (the agent may restart).
     error: Option<String>,
     sort: Sort,
@@ -108,17 +110,15 @@ struct App {
 
 impl App {
     fn refresh(&mut self) {
-        let read = || -> Result<(Vec<Value>, Value)> {
-            let flows = client::get(self.agent, "/api/v1/flows")?;
-            let summary = client::get(self.agent, "/api/v1/summary")?;
+        let read = || -> Result<_> {
             Ok((
-                serde_json::from_str(&flows).context("the flow list is not JSON")?,
-                serde_json::from_str(&summary).context("the summary is not JSON")?,
+                client::fetch::<FlowsEndpoint>(self.agent)?,
+                client::fetch::<SummaryEndpoint>(self.agent)?,
             ))
         };
         match read() {
-            Ok((flows, summary)) => {
-                self.rows = self.rates.rows(&flows);
+            Ok((list, summary)) => {
+                self.rows = self.rates.rows(&list.flows);
                 self.summary = summary;
                 self.error = None;
             }
@@ -196,14 +196,11 @@ fn mark_style(m: Mark) -> Style {
 
 fn header(app: &App) -> Vec<Line<'static>> {
     let s = &app.summary;
-    let class = |c: &str| {
-        format!(
-            "{c} {} pkts {}",
-            s["classes"][c]["packets"].as_u64().unwrap_or(0),
-            human_bytes(s["classes"][c]["bytes"].as_u64().unwrap_or(0))
-        )
+    let class = |c: Class| {
+        let n = s.totals.classes.get(c);
+        format!("{c} {} pkts {}", n.packets, human_bytes(n.bytes))
     };
-    let alerts = s["alerts"].as_u64().unwrap_or(0);
+    let alerts = s.alerts;
     let plain_on_encrypted = app
         .rows
         .iter()
@@ -212,12 +209,8 @@ fn header(app: &App) -> Vec<Line<'static>> {
     let mut first = vec![format!(
         "netobs top  agent {}  flows {}  docker {}",
         app.agent,
-        s["flows"].as_u64().unwrap_or(0),
-        if s["docker_up"].as_bool().unwrap_or(false) {
-            "up"
-        } else {
-            "down"
-        }
+        s.totals.flow_count,
+        if s.docker_up { "up" } else { "down" }
     )];
     if let Some(e) = &app.error {
         first.push(format!("  ERROR: {e}"));
@@ -233,7 +226,7 @@ fn header(app: &App) -> Vec<Line<'static>> {
     vec![
         Line::from(first.concat()),
         Line::from(
-            ["vxlan", "esp", "other", "malformed"]
+            [Class::Vxlan, Class::Esp, Class::Other, Class::Malformed]
                 .map(class)
                 .join("   "),
         ),
@@ -343,12 +336,12 @@ fn run(terminal: &mut DefaultTerminal, mut app: App) -> Result<()> {
 
 pub fn top(args: TopArgs) -> Result<ExitCode> {
     // Fail in one line before taking the terminal over.
-    client::get(args.agent, "/api/v1/summary")?;
+    client::fetch::<SummaryEndpoint>(args.agent)?;
     let app = App {
         agent: args.agent,
         rates: Rates::default(),
         rows: Vec::new(),
-        summary: Value::Null,
+        summary: Summary::default(),
         error: None,
         sort: Sort::Rate,
         class: ClassFilter::All,

@@ -70,6 +70,11 @@ pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
+    #[error(
+        "this netobs was built without its kernel programs (the eBPF object was missing): \
+         build it with `cargo xtask build`"
+    )]
+    NoObject,
     #[error("too many data-path ports: at most {MAX_DATA_PATH_PORTS} can be watched")]
     TooManyPorts,
     #[error("data-path port 0 is not a port")]
@@ -240,6 +245,9 @@ impl Datapath {
     /// records (`object`: the ELF file, 8-aligned): what the benchmarks
     /// compare a change with, side by side in one run.
     pub fn load_object(opts: &Options, object: &[u8]) -> Result<Datapath, DatapathError> {
+        if object.is_empty() {
+            return Err(DatapathError::NoObject);
+        }
         let cfg = opts.config()?;
         let table = matcher::compile(&opts.patterns)?;
         let mut loader = EbpfLoader::new();

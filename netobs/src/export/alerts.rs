@@ -3,97 +3,28 @@
 //! `--require-encryption` policy covers. One structured line when an alert is
 //! raised and a reminder every `REMIND` while it goes on, never one per
 //! packet; `/api/v1/alerts` lists them all.
-use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
-    str::FromStr,
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    api::Encryption,
+    flows::{aggregate::Growth, label::FlowLabels},
 };
-
-use serde::Serialize;
-
-use crate::flows::{aggregate::Growth, label::FlowLabels};
 
 const REMIND_SECS: f64 = 600.0;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Policy {
-    /// No requirement beyond what networks promise themselves.
-    #[default]
-    None,
-    /// Every overlay network must be encrypted.
-    All,
-    /// These networks must be.
-    Networks(HashSet<String>),
-}
+pub use crate::api::{Alert, AlertKind, Policy};
 
-impl FromStr for Policy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Policy, String> {
-        match s.trim() {
-            "" => Ok(Policy::None),
-            "all" => Ok(Policy::All),
-            list => {
-                let nets: HashSet<String> = list
-                    .split(',')
-                    .map(|n| n.trim().to_owned())
-                    .filter(|n| !n.is_empty())
-                    .collect();
-                if nets.is_empty() {
-                    return Err("give `all` or a comma-separated list of network names".into());
-                }
-                Ok(Policy::Networks(nets))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Policy {
-    /// As `--require-encryption` takes it.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Policy::None => Ok(()),
-            Policy::All => f.write_str("all"),
-            Policy::Networks(n) => {
-                let mut names: Vec<&str> = n.iter().map(String::as_str).collect();
-                names.sort_unstable();
-                f.write_str(&names.join(","))
-            }
-        }
-    }
-}
-
-impl Policy {
-    pub fn requires(&self, network: &str) -> bool {
-        match self {
-            Policy::None => false,
-            Policy::All => true,
-            Policy::Networks(n) => n.contains(network),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Alert {
-    pub kind: &'static str,
-    pub severity: &'static str,
-    pub network: String,
-    pub vni: String,
-    pub peer_nodes: BTreeSet<String>,
-    pub services: BTreeSet<String>,
-    pub first_seen: f64,
-    pub last_seen: f64,
-    pub packets: u64,
-    pub bytes: u64,
-    #[serde(skip)]
+/// An active alert, and when it was last logged.
+#[derive(Debug)]
+struct Active {
+    alert: Alert,
     last_logged: f64,
 }
-
-pub const PLAINTEXT_ON_ENCRYPTED: &str = "plaintext_on_encrypted_network";
-pub const UNENCRYPTED_OVERLAY: &str = "unencrypted_overlay";
 
 #[derive(Debug, Default)]
 pub struct Alerts {
     policy: Policy,
-    active: BTreeMap<(&'static str, String), Alert>,
+    active: BTreeMap<(AlertKind, String), Active>,
 }
 
 impl Alerts {
@@ -107,20 +38,20 @@ impl Alerts {
     /// Takes in one plaintext VXLAN flow's growth; returns the alerts that
     /// should be logged now (newly raised, or due a reminder).
     pub fn observe(&mut self, l: &FlowLabels, g: &Growth, now: f64) -> Vec<Alert> {
-        let mut out = Vec::new();
-        let mut kinds = Vec::new();
-        if l.encrypted == "true" {
-            kinds.push((PLAINTEXT_ON_ENCRYPTED, "critical"));
+        let kind = if l.encrypted == Encryption::Encrypted {
+            AlertKind::PlaintextOnEncryptedNetwork
         } else if self.policy.requires(&l.network) {
-            kinds.push((UNENCRYPTED_OVERLAY, "warning"));
-        }
-        for (kind, severity) in kinds {
-            let a = self
-                .active
-                .entry((kind, l.network.clone()))
-                .or_insert_with(|| Alert {
+            AlertKind::UnencryptedOverlay
+        } else {
+            return Vec::new();
+        };
+        let a = self
+            .active
+            .entry((kind, l.network.clone()))
+            .or_insert_with(|| Active {
+                alert: Alert {
                     kind,
-                    severity,
+                    severity: kind.severity(),
                     network: l.network.clone(),
                     vni: l.vni.clone(),
                     peer_nodes: BTreeSet::new(),
@@ -129,23 +60,24 @@ impl Alerts {
                     last_seen: now,
                     packets: 0,
                     bytes: 0,
-                    last_logged: f64::NEG_INFINITY,
-                });
-            a.peer_nodes.insert(l.peer_node.clone());
-            for s in [&l.src_service, &l.dst_service] {
-                if !s.is_empty() {
-                    a.services.insert(s.clone());
-                }
-            }
-            a.last_seen = now;
-            a.packets += g.packets;
-            a.bytes += g.bytes;
-            if now - a.last_logged >= REMIND_SECS {
-                a.last_logged = now;
-                out.push(a.clone());
+                },
+                last_logged: f64::NEG_INFINITY,
+            });
+        let alert = &mut a.alert;
+        alert.peer_nodes.insert(l.peer_node.clone());
+        for s in [&l.src_service, &l.dst_service] {
+            if !s.is_empty() {
+                alert.services.insert(s.clone());
             }
         }
-        out
+        alert.last_seen = now;
+        alert.packets += g.packets;
+        alert.bytes += g.bytes;
+        if now - a.last_logged >= REMIND_SECS {
+            a.last_logged = now;
+            return vec![a.alert.clone()];
+        }
+        Vec::new()
     }
 
     pub fn policy(&self) -> &Policy {
@@ -153,7 +85,7 @@ impl Alerts {
     }
 
     pub fn list(&self) -> Vec<Alert> {
-        self.active.values().cloned().collect()
+        self.active.values().map(|a| a.alert.clone()).collect()
     }
 }
 
@@ -161,7 +93,7 @@ impl Alerts {
 mod tests {
     use super::*;
 
-    fn labels(network: &str, encrypted: &'static str) -> FlowLabels {
+    fn labels(network: &str, encrypted: Encryption) -> FlowLabels {
         FlowLabels {
             network: network.into(),
             vni: "4097".into(),
@@ -181,22 +113,33 @@ mod tests {
             bytes: 500,
             ..Growth::default()
         };
-        assert_eq!(a.observe(&labels("secure", "true"), &g, 0.0).len(), 1);
-        assert!(a.observe(&labels("secure", "true"), &g, 1.0).is_empty());
         assert_eq!(
-            a.observe(&labels("secure", "true"), &g, 1.0 + REMIND_SECS)
+            a.observe(&labels("secure", Encryption::Encrypted), &g, 0.0)
                 .len(),
+            1
+        );
+        assert!(a
+            .observe(&labels("secure", Encryption::Encrypted), &g, 1.0)
+            .is_empty());
+        assert_eq!(
+            a.observe(
+                &labels("secure", Encryption::Encrypted),
+                &g,
+                1.0 + REMIND_SECS
+            )
+            .len(),
             1,
             "a reminder"
         );
         assert!(
-            a.observe(&labels("open", "false"), &g, 2.0).is_empty(),
+            a.observe(&labels("open", Encryption::Plain), &g, 2.0)
+                .is_empty(),
             "no policy, no alert"
         );
         let list = a.list();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].packets, 15);
-        assert_eq!(list[0].kind, PLAINTEXT_ON_ENCRYPTED);
+        assert_eq!(list[0].kind, AlertKind::PlaintextOnEncryptedNetwork);
     }
 
     #[test]
@@ -208,10 +151,12 @@ mod tests {
             ..Growth::default()
         };
         assert_eq!(
-            a.observe(&labels("backend", "false"), &g, 0.0)[0].kind,
-            UNENCRYPTED_OVERLAY
+            a.observe(&labels("backend", Encryption::Plain), &g, 0.0)[0].kind,
+            AlertKind::UnencryptedOverlay
         );
-        assert!(a.observe(&labels("metrics", "false"), &g, 0.0).is_empty());
+        assert!(a
+            .observe(&labels("metrics", Encryption::Plain), &g, 0.0)
+            .is_empty());
         assert_eq!("all".parse::<Policy>(), Ok(Policy::All));
         assert!(",".parse::<Policy>().is_err());
     }

@@ -15,45 +15,20 @@ use tokio::{
     sync::{watch, Semaphore},
 };
 
-use super::alerts::Alert;
 use crate::{
-    flows::{label::FlowLabels, ClassCounts, Flow},
+    api::{
+        self, AlertList, AlertsEndpoint, Doc, Endpoint, FlowList, FlowsEndpoint, InventoryEndpoint,
+        Summary, SummaryEndpoint,
+    },
     inventory::Inventory,
 };
 
-/// A flow with its labels, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LabelledFlow {
-    #[serde(flatten)]
-    pub flow: Flow,
-    pub labels: FlowLabels,
-    /// The last HTTP request line seen on it (redacted per
-    /// `--capture-paths`), from the event ring.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_request: Option<String>,
-}
-
-/// Totals for a header line: every class on every watched interface.
-#[derive(Debug, Default, Serialize)]
-pub struct Summary {
-    pub classes: ClassCounts,
-    pub flows: usize,
-    pub alerts: usize,
-    pub docker_up: bool,
-    /// The ports classified as VXLAN, and whether they came from the
-    /// `flag`, the `swarm` or Docker's `default`.
-    pub data_path_ports: Vec<u16>,
-    pub data_path_port_from: &'static str,
-    /// `--require-encryption` as given ("" for none).
-    pub require_encryption: String,
-}
-
 /// What the API serves, replaced as a whole after every read of the maps.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct ApiState {
-    pub flows: Vec<LabelledFlow>,
+    pub flows: FlowList,
     pub inventory: Arc<Inventory>,
-    pub alerts: Vec<Alert>,
+    pub alerts: AlertList,
     pub summary: Summary,
 }
 
@@ -113,8 +88,9 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     r
 }
 
+/// A document of the API, with its version.
 fn json<T: Serialize>(v: &T) -> Response<Full<Bytes>> {
-    match serde_json::to_vec(v) {
+    match serde_json::to_vec(&Doc::new(v)) {
         Ok(b) => reply(StatusCode::OK, "application/json", b),
         Err(e) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,15 +122,17 @@ fn handle(
             }
         }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
-        "/api/v1/flows" => json(&s.flows),
-        "/api/v1/inventory" => json(&*s.inventory),
-        "/api/v1/alerts" => json(&s.alerts),
-        "/api/v1/summary" => json(&s.summary),
+        FlowsEndpoint::PATH => json(&s.flows),
+        InventoryEndpoint::PATH => json(&*s.inventory),
+        AlertsEndpoint::PATH => json(&s.alerts),
+        SummaryEndpoint::PATH => json(&s.summary),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz, /api/v1/flows, /api/v1/inventory, \
-             /api/v1/alerts, /api/v1/summary\n",
+            format!(
+                "not found: try /metrics, /healthz, {}\n",
+                api::PATHS.join(", ")
+            ),
         ),
     }
 }

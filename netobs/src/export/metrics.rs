@@ -166,7 +166,7 @@ pub const METRICS: &[MetricDef] = &[
 ];
 
 /// Label value that stands in for everything past the series cap.
-pub const OTHER: &str = "other";
+pub use crate::flows::label::OTHER;
 
 enum Family {
     Counter(IntCounterVec),

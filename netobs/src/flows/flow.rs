@@ -7,7 +7,8 @@ use std::{
 use netobs_common::{
     Class, Direction, FlowKey, FlowStats, HttpMethod, ENCAP_UDP, FAMILY_IPV4, FAMILY_IPV6,
 };
-use serde::Serialize;
+
+pub use crate::api::Flow;
 
 /// How to read the kernel's timestamps.
 #[derive(Debug, Clone, Copy)]
@@ -56,54 +57,13 @@ impl Clock {
 /// Identity, direction, class, source, destination and ports of a flow.
 pub type SortKey = (
     u32,
-    &'static str,
-    &'static str,
+    Direction,
+    Class,
     Option<IpAddr>,
     Option<IpAddr>,
     Option<u16>,
     Option<u16>,
 );
-
-/// One flow-table entry, decoded.
-#[derive(Debug, Clone, Serialize)]
-pub struct Flow {
-    pub ifindex: u32,
-    pub direction: &'static str,
-    pub class: &'static str,
-    pub outer_src: Option<IpAddr>,
-    pub outer_dst: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vni: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spi: Option<u32>,
-    /// ESP only: carried in UDP (NAT-T) rather than directly in IP.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub esp_in_udp: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub esp_seq: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inner_proto: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inner_src: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inner_dst: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inner_sport: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inner_dport: Option<u16>,
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_seen: f64,
-    pub last_seen: f64,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub http_requests: BTreeMap<&'static str, u64>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub http_responses: BTreeMap<&'static str, u64>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub pattern_hits: BTreeMap<String, u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tcp_flags: Option<u8>,
-}
 
 /// `netobs_http_responses_total{code_class}`, indexed like
 /// `FlowStats::http_responses`.
@@ -118,6 +78,7 @@ pub(crate) fn addr(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
 }
 
 impl Flow {
+    /// Decodes a flow-table entry; `patterns` name the pattern slots.
     pub fn from_raw(k: &FlowKey, v: &FlowStats, patterns: &[String], clock: Clock) -> Flow {
         let class = Class::from_u8(k.class).unwrap_or(Class::Other);
         let vxlan = class == Class::Vxlan;
@@ -128,14 +89,14 @@ impl Flow {
         for m in HttpMethod::ALL {
             let n = v.http_requests[m as usize];
             if n > 0 {
-                http_requests.insert(m.name(), n as u64);
+                http_requests.insert(m.name().to_owned(), n as u64);
             }
         }
         let mut http_responses = BTreeMap::new();
         for (i, name) in STATUS_CLASS_NAMES.iter().enumerate() {
             let n = v.http_responses[i];
             if n > 0 {
-                http_responses.insert(*name, n as u64);
+                http_responses.insert((*name).to_owned(), n as u64);
             }
         }
         let mut pattern_hits = BTreeMap::new();
@@ -147,8 +108,8 @@ impl Flow {
         }
         Flow {
             ifindex: k.ifindex,
-            direction: Direction::from_u8(k.direction).map_or("?", Direction::name),
-            class: class.name(),
+            direction: Direction::from_u8(k.direction).unwrap_or(Direction::Ingress),
+            class,
             outer_src: addr(k.outer_family, &k.outer_src),
             outer_dst: addr(k.outer_family, &k.outer_dst),
             vni: vxlan.then_some(k.vni_or_spi),

@@ -8,30 +8,19 @@ use std::{
 };
 
 use netobs_common::{Class, Direction, FlowKey};
-use serde::Serialize;
 
 use super::{flow::addr, Flow};
-use crate::inventory::{Endpoint, Inventory, Network};
+use crate::{
+    api::Encryption,
+    inventory::{Endpoint, Inventory, Network},
+};
 
 pub const UNKNOWN: &str = "unknown";
+/// What labels fold into past the series limit: a flood of outer addresses
+/// that are no node must not grow the metrics without bound.
+pub const OTHER: &str = "other";
 
-/// The labels of one overlay flow.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct FlowLabels {
-    /// Network name; empty for ESP (its SPI belongs to a node pair, not to a
-    /// network: every encrypted network between two nodes shares it).
-    pub network: String,
-    pub vni: String,
-    /// "true", "false" or "unknown".
-    pub encrypted: &'static str,
-    /// The other node: hostname where the engine tells it, else its address.
-    pub peer_node: String,
-    pub src_service: String,
-    pub dst_service: String,
-    /// The peer is a node of this swarm (false also when nobody knows).
-    #[serde(skip)]
-    pub peer_known: bool,
-}
+pub use crate::api::FlowLabels;
 
 /// The other end of the outer header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,7 +47,7 @@ impl fmt::Display for Peer<'_> {
 pub struct LabelRefs<'a> {
     pub network: &'a str,
     pub vni: Option<u32>,
-    pub encrypted: &'static str,
+    pub encrypted: Encryption,
     pub peer_node: Peer<'a>,
     pub src_service: &'a str,
     pub dst_service: &'a str,
@@ -162,7 +151,7 @@ impl<'a> Labeler<'a> {
             return LabelRefs {
                 network: "",
                 vni: None,
-                encrypted: "true",
+                encrypted: Encryption::Encrypted,
                 peer_node,
                 src_service: "",
                 dst_service: "",
@@ -175,9 +164,9 @@ impl<'a> Labeler<'a> {
             network: net.map_or(UNKNOWN, |n| n.name.as_str()),
             vni: Some(vni),
             encrypted: match net {
-                Some(n) if n.encrypted => "true",
-                Some(_) => "false",
-                None => UNKNOWN,
+                Some(n) if n.encrypted => Encryption::Encrypted,
+                Some(_) => Encryption::Plain,
+                None => Encryption::Unknown,
             },
             peer_node,
             src_service: self.service(net_id, f.inner_src),
@@ -187,13 +176,8 @@ impl<'a> Labeler<'a> {
     }
 
     pub fn label(&self, f: &Flow) -> FlowLabels {
-        let direction = if f.direction == Direction::Egress.name() {
-            Direction::Egress
-        } else {
-            Direction::Ingress
-        };
         self.resolve(Ends {
-            direction,
+            direction: f.direction,
             vni: f.vni,
             outer_src: f.outer_src,
             outer_dst: f.outer_dst,

@@ -9,17 +9,13 @@ pub use flow::{unix_now, Clock, Flow, FlowKeyView, SortKey, STATUS_CLASS_NAMES};
 use std::collections::{BTreeMap, BinaryHeap};
 
 use netobs_common::{
-    counter_index, Class, Counter, Direction, FlowKey, FlowStats, HttpMethod, Stat, CLASS_COUNT,
+    counter_index, Class, Counter, Direction, FlowKey, FlowStats, HttpMethod, Stat,
     HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_PATTERNS, STAT_COUNT,
 };
-use serde::Serialize;
 
-/// Packets and bytes of one class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Count {
-    pub packets: u64,
-    pub bytes: u64,
-}
+use crate::api::{HttpTotals, Totals};
+
+pub use crate::api::{ClassCounts, Count, Health, InterfaceCounts};
 
 impl From<Counter> for Count {
     fn from(c: Counter) -> Count {
@@ -28,78 +24,6 @@ impl From<Counter> for Count {
             bytes: c.bytes,
         }
     }
-}
-
-impl std::ops::AddAssign for Count {
-    fn add_assign(&mut self, o: Count) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-    }
-}
-
-/// Per-class counts, in `Class` order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClassCounts(pub [Count; CLASS_COUNT]);
-
-impl ClassCounts {
-    pub fn get(&self, class: Class) -> Count {
-        self.0[class as usize]
-    }
-
-    pub fn total(&self) -> Count {
-        let mut t = Count::default();
-        for c in self.0 {
-            t += c;
-        }
-        t
-    }
-}
-
-impl std::ops::AddAssign for ClassCounts {
-    fn add_assign(&mut self, o: ClassCounts) {
-        for (a, b) in self.0.iter_mut().zip(o.0) {
-            *a += b;
-        }
-    }
-}
-
-impl Serialize for ClassCounts {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(CLASS_COUNT))?;
-        for class in Class::ALL {
-            m.serialize_entry(class.name(), &self.get(class))?;
-        }
-        m.end()
-    }
-}
-
-/// Counts of one watched interface.
-#[derive(Debug, Clone, Serialize)]
-pub struct InterfaceCounts {
-    pub iface: String,
-    pub ifindex: u32,
-    pub ingress: ClassCounts,
-    pub egress: ClassCounts,
-}
-
-/// Health of the datapath: losses are counted, never silent.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Health {
-    pub flows_created: u64,
-    pub flow_insert_failed: u64,
-    /// Entries the kernel's LRU table dropped to make room (a flow whose
-    /// cache slot lives on comes back with the slot's counts).
-    pub flow_evictions: u64,
-    /// Flow-cache slots flushed into the shared table to make room for
-    /// another flow.
-    pub cache_flushes: u64,
-    /// Packets counted straight into the shared table because the agent was
-    /// reading when their slot was taken.
-    pub cache_bypassed: u64,
-    pub events_sent: u64,
-    pub events_rate_limited: u64,
-    pub events_ring_full: u64,
 }
 
 impl Health {
@@ -120,15 +44,11 @@ impl Health {
             events_ring_full: stats[Stat::EventsRingFull as usize],
         }
     }
-
-    pub fn events_dropped(&self) -> u64 {
-        self.events_rate_limited + self.events_ring_full
-    }
 }
 
 /// What every flow of one read adds up to: the snapshot keeps only the
 /// busiest flows themselves, but its totals cover the whole table.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct FlowTotals {
     /// Flows in the table.
     pub flows: usize,
@@ -237,7 +157,7 @@ impl<'p> SnapshotBuilder<'p> {
             let mut cc = ClassCounts::default();
             for class in Class::ALL {
                 if let Some(c) = counters.get(counter_index(slot, dir, class) as usize) {
-                    cc.0[class as usize] = (*c).into();
+                    *cc.get_mut(class) = (*c).into();
                 }
             }
             cc
@@ -273,14 +193,13 @@ impl<'p> SnapshotBuilder<'p> {
 }
 
 /// Everything the datapath knows at one moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub interfaces: Vec<InterfaceCounts>,
     /// The busiest flows (all of them in replay); `totals` covers every one.
     pub flows: Vec<Flow>,
     pub totals: FlowTotals,
     pub health: Health,
-    #[serde(skip)]
     patterns: Vec<String>,
 }
 
@@ -301,6 +220,11 @@ impl Snapshot {
             b.add(k, v, 0);
         }
         b.finish(counters, ifaces, stats, table_entries)
+    }
+
+    /// The pattern of each pattern slot.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     /// Per-class counts over every interface and both directions.
@@ -326,12 +250,29 @@ impl Snapshot {
         self.totals.http_responses.iter().sum()
     }
 
-    pub fn http_by_method(&self) -> BTreeMap<&'static str, u64> {
+    pub fn http_by_method(&self) -> BTreeMap<String, u64> {
         HttpMethod::ALL
             .iter()
-            .map(|m| (m.name(), self.totals.http_requests[*m as usize]))
+            .map(|m| (m.name().to_owned(), self.totals.http_requests[*m as usize]))
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+
+    /// The totals in the API's one shape.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            interfaces: self.interfaces.clone(),
+            classes: self.classes(),
+            vnis: self.vnis(),
+            http: HttpTotals {
+                requests: self.http_requests(),
+                responses: self.http_responses(),
+                methods: self.http_by_method(),
+            },
+            patterns: self.pattern_hits(),
+            flow_count: self.totals.flows,
+            health: self.health,
+        }
     }
 
     pub fn pattern_hits(&self) -> BTreeMap<String, u64> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bollard::models::{
     ContainerSummary, LocalNodeState, NetworkInspect, Node as ApiNode, Service, ServiceInfo, Swarm,
-    SystemInfo,
+    SystemInfo, Task, TaskState,
 };
 
 use super::{
@@ -25,6 +25,8 @@ pub struct Raw {
     pub services: Option<Vec<Service>>,
     pub nodes: Option<Vec<ApiNode>>,
     pub swarm: Option<Swarm>,
+    /// Manager only: every task, with its state.
+    pub tasks: Option<Vec<Task>>,
 }
 
 const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
@@ -52,7 +54,9 @@ impl Inventory {
         for s in raw.services.iter().flatten() {
             service_vips(s, &mut inv.endpoints);
         }
+        task_states(raw, &mut inv.endpoints);
         inv.nodes = raw.nodes.iter().flatten().filter_map(node).collect();
+        inv.tasks = tasks(raw, &inv.nodes);
         inv.endpoints
             .sort_by(|a, b| (&a.network_id, a.ip).cmp(&(&b.network_id, b.ip)));
         inv
@@ -151,6 +155,7 @@ fn network_endpoints(n: &NetworkInspect, id: &str, out: &mut Vec<Endpoint>) {
                     task: None,
                     container: None,
                     node_ip: None,
+                    state: None,
                 },
             );
         }
@@ -172,6 +177,7 @@ fn network_endpoints(n: &NetworkInspect, id: &str, out: &mut Vec<Endpoint>) {
                         .as_ref()
                         .and_then(|i| i.get("Host IP"))
                         .and_then(|s| parse_ip(s)),
+                    state: None,
                 },
             );
         }
@@ -195,6 +201,7 @@ fn network_endpoints(n: &NetworkInspect, id: &str, out: &mut Vec<Endpoint>) {
                     task: None,
                     container: (!lb).then(|| name.clone()),
                     node_ip: None,
+                    state: None,
                 },
             );
         }
@@ -242,10 +249,99 @@ fn container_endpoints(c: &ContainerSummary, networks: &[Network], out: &mut Vec
                     task: task.clone(),
                     container: name.clone(),
                     node_ip: None,
+                    state: None,
                 },
             );
         }
     }
+}
+
+/// Each task endpoint's state: from the manager's task list (tasks on a
+/// network are named `service.slot.id`); where there is none (a worker),
+/// the local containers' state, and the remote tasks' stays unknown.
+fn task_states(raw: &Raw, endpoints: &mut [Endpoint]) {
+    let from_tasks: BTreeMap<&str, String> = raw
+        .tasks
+        .iter()
+        .flatten()
+        .filter_map(|t| {
+            let state = t.status.as_ref()?.state?;
+            Some((t.id.as_deref()?, state.to_string()))
+        })
+        .collect();
+    // A container whose health check has yet to pass runs, but its task is
+    // `starting`, as the manager would say.
+    let from_containers: BTreeMap<String, String> = raw
+        .containers
+        .iter()
+        .filter_map(|c| {
+            let name = c.names.iter().flatten().next()?.trim_start_matches('/');
+            let starting = c
+                .status
+                .as_deref()
+                .is_some_and(|s| s.contains("(health: starting)"));
+            let state = if starting {
+                "starting".to_owned()
+            } else {
+                c.state?.to_string()
+            };
+            Some((name.to_owned(), state))
+        })
+        .collect();
+    for e in endpoints
+        .iter_mut()
+        .filter(|e| e.kind == EndpointKind::Task)
+    {
+        let Some(task) = e.task.as_deref() else {
+            continue;
+        };
+        let id = task.rsplit('.').next().unwrap_or(task);
+        e.state = if raw.tasks.is_some() {
+            from_tasks.get(id).cloned()
+        } else {
+            from_containers.get(task).cloned()
+        };
+    }
+}
+
+/// Manager only: the tasks meant to run (desired state `running`), named as
+/// their containers are.
+fn tasks(raw: &Raw, nodes: &[Node]) -> Vec<super::Task> {
+    let service_name = |id: &str| {
+        raw.services
+            .iter()
+            .flatten()
+            .find(|s| s.id.as_deref() == Some(id))
+            .and_then(|s| s.spec.as_ref()?.name.clone())
+    };
+    let mut out: Vec<super::Task> = raw
+        .tasks
+        .iter()
+        .flatten()
+        .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+        .filter_map(|t| {
+            let id = t.id.clone()?;
+            let service = service_name(t.service_id.as_deref()?)?;
+            let node_id = t.node_id.clone().unwrap_or_default();
+            let slot = t.slot.map_or_else(|| node_id.clone(), |s| s.to_string());
+            Some(super::Task {
+                name: format!("{service}.{slot}.{id}"),
+                id,
+                service,
+                node: nodes
+                    .iter()
+                    .find(|n| n.id == node_id)
+                    .map_or(node_id, |n| n.hostname.clone()),
+                state: t
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.state)
+                    .map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
 /// Manager only: every service's VIP on every network.
@@ -272,6 +368,7 @@ fn service_vips(s: &Service, out: &mut Vec<Endpoint>) {
                 task: None,
                 container: None,
                 node_ip: None,
+                state: None,
             },
         );
     }

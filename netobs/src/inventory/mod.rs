@@ -34,6 +34,11 @@ pub struct Inventory {
     pub networks: Vec<Network>,
     pub endpoints: Vec<Endpoint>,
     pub nodes: Vec<Node>,
+    /// Manager only: every task meant to run, with its state, addressed or
+    /// not (a task whose health check has yet to pass is in no network's
+    /// view: Docker adds it to service discovery once it is healthy).
+    #[serde(default)]
+    pub tasks: Vec<Task>,
     /// Unix seconds of the last successful sync.
     pub synced_at: f64,
 }
@@ -92,6 +97,11 @@ pub struct Endpoint {
     pub container: Option<String>,
     /// The node running it (tasks only).
     pub node_ip: Option<IpAddr>,
+    /// Tasks only: the swarm's task state (`running`, `starting`, ...) on a
+    /// manager; on a worker, the container's state for local tasks and
+    /// none for the others (only managers list tasks).
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 impl Endpoint {
@@ -99,6 +109,20 @@ impl Endpoint {
     pub fn label(&self) -> Option<&str> {
         self.service.as_deref().or(self.container.as_deref())
     }
+}
+
+/// A task from the manager's task list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    /// As its container is named: `service.slot.id` (`service.node.id` for
+    /// a global service).
+    pub name: String,
+    pub service: String,
+    /// The node's hostname, else its id.
+    pub node: String,
+    /// `new` ... `starting`, `running`, or where it failed.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

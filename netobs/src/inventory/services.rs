@@ -30,12 +30,16 @@ pub struct ServiceNetwork {
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
     pub task: String,
+    /// `-` for a task in no network's view yet (see `ip`).
     pub network: String,
-    pub ip: IpAddr,
+    /// None for a task the manager lists but no network shows yet: not in
+    /// service discovery (starting, or failing its health check).
+    pub ip: Option<IpAddr>,
     /// Hostname where the engine tells it, else the node's address.
     pub node: String,
-    /// Tasks appear in the engine's network view once attached and running.
-    pub state: &'static str,
+    /// The task's state (`running`, `starting` while a health check has
+    /// yet to pass, ...); `unknown` on a worker for other nodes' tasks.
+    pub state: String,
 }
 
 /// Every service the inventory knows (or the one named), sorted by name.
@@ -52,6 +56,7 @@ pub fn services(inv: &Inventory, only: Option<&str>) -> Vec<ServiceView> {
         .iter()
         .filter(|e| matches!(e.kind, EndpointKind::Task | EndpointKind::Vip))
         .filter_map(|e| e.service.as_deref())
+        .chain(inv.tasks.iter().map(|t| t.service.as_str()))
         .filter(|s| only.is_none_or(|o| o == *s))
         .collect();
     names.sort();
@@ -88,11 +93,23 @@ pub fn services(inv: &Inventory, only: Option<&str>) -> Vec<ServiceView> {
                 .map(|e| TaskView {
                     task: e.task.clone().unwrap_or_else(|| "-".into()),
                     network: net_name(&e.network_id).map_or_else(|| "?".into(), |n| n.0),
-                    ip: e.ip,
+                    ip: Some(e.ip),
                     node: node(e.node_ip),
-                    state: "running",
+                    state: e.state.clone().unwrap_or_else(|| "unknown".into()),
                 })
                 .collect();
+            // The manager's tasks that no network shows.
+            for t in inv.tasks.iter().filter(|t| t.service == name) {
+                if !tasks.iter().any(|v| v.task == t.name) {
+                    tasks.push(TaskView {
+                        task: t.name.clone(),
+                        network: "-".into(),
+                        ip: None,
+                        node: t.node.clone(),
+                        state: t.state.clone(),
+                    });
+                }
+            }
             tasks.sort_by(|a, b| (&a.task, &a.network).cmp(&(&b.task, &b.network)));
             ServiceView {
                 name: name.to_owned(),

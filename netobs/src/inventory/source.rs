@@ -89,14 +89,15 @@ pub async fn fetch(docker: &Docker) -> Result<Raw, DockerError> {
         .as_ref()
         .and_then(|s| s.control_available)
         .unwrap_or(false);
-    let (services, nodes, swarm) = if manager {
+    let (services, nodes, swarm, tasks) = if manager {
         (
             docker.list_services(None).await.ok(),
             docker.list_nodes(None).await.ok(),
             docker.inspect_swarm().await.ok(),
+            docker.list_tasks(None).await.ok(),
         )
     } else {
-        (None, None, None)
+        (None, None, None, None)
     };
     Ok(Raw {
         info,
@@ -105,5 +106,6 @@ pub async fn fetch(docker: &Docker) -> Result<Raw, DockerError> {
         services,
         nodes,
         swarm,
+        tasks,
     })
 }

@@ -1,0 +1,170 @@
+//! The agent's JSON API: every type it serves, deriving both `Serialize`
+//! and `Deserialize`, so the server and every client (`flows`, `top`,
+//! `services`, `audit`) share one contract. A renamed field breaks the build
+//! or a typed test, never a client's reading in silence.
+//!
+//! Every document is an object `{"api_version": N, "data": ...}`; a client
+//! checks the version before reading the data, so an agent of another
+//! version is named as such rather than misread.
+mod enums;
+mod event;
+mod flow;
+mod policy;
+mod totals;
+
+pub use enums::{Encryption, NetworkStatus, PortSource, Severity};
+pub use event::{EventKind, FlowEvent};
+pub use flow::{Flow, FlowLabels, FlowList, LabelledFlow};
+pub use netobs_common::{Class, Direction};
+pub use policy::Policy;
+pub use totals::{
+    Alert, AlertKind, AlertList, ClassCounts, Count, DataPath, Health, HttpTotals, InterfaceCounts,
+    RunReport, Summary, Totals,
+};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+pub use crate::inventory::Inventory;
+
+/// Bumped on any change a client of the previous version would misread.
+pub const VERSION: u32 = 1;
+
+/// One document of the API: its version and its data. (Not flattened:
+/// serde cannot read integer-keyed maps, the totals' VNIs, back through a
+/// flattened struct.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Doc<T> {
+    pub api_version: u32,
+    pub data: T,
+}
+
+impl<T> Doc<T> {
+    pub fn new(body: T) -> Doc<T> {
+        Doc {
+            api_version: VERSION,
+            data: body,
+        }
+    }
+}
+
+/// An endpoint: where it is served and what it serves.
+pub trait Endpoint {
+    const PATH: &'static str;
+    type Body: Serialize + DeserializeOwned;
+}
+
+macro_rules! endpoints {
+    ($($(#[$doc:meta])* $name:ident $path:literal => $body:ty;)*) => {
+        $($(#[$doc])* pub struct $name;
+        impl Endpoint for $name {
+            const PATH: &'static str = $path;
+            type Body = $body;
+        })*
+        /// Every endpoint's path, for the server's "not found" answer.
+        pub const PATHS: &[&str] = &[$($path),*];
+    };
+}
+
+endpoints! {
+    /// The busiest flows with their labels.
+    FlowsEndpoint "/api/v1/flows" => FlowList;
+    /// Networks, services, tasks and nodes as the engine tells them.
+    InventoryEndpoint "/api/v1/inventory" => Inventory;
+    /// The agent's active encryption alerts.
+    AlertsEndpoint "/api/v1/alerts" => AlertList;
+    /// Totals, the data-path port and the agent's requirement.
+    SummaryEndpoint "/api/v1/summary" => Summary;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: T) {
+        let text = serde_json::to_string(&Doc::new(&v)).expect("serializes");
+        let back: Doc<T> = serde_json::from_str(&text).expect("reads back");
+        assert_eq!(back.api_version, VERSION);
+        assert_eq!(back.data, v, "{text}");
+    }
+
+    #[test]
+    fn every_document_reads_back_as_written() {
+        let mut totals = Totals {
+            vnis: BTreeMap::from([(4097, 10), (4098, 5)]),
+            flow_count: 3,
+            ..Totals::default()
+        };
+        totals.classes.vxlan = Count {
+            packets: 15,
+            bytes: 1500,
+        };
+        totals.http.methods.insert("GET".into(), 2);
+        round_trip(Summary {
+            totals: totals.clone(),
+            alerts: 1,
+            docker_up: true,
+            data_path: DataPath {
+                ports: vec![7789],
+                from: PortSource::Swarm,
+            },
+            require_encryption: "backend,secure".parse().expect("policy"),
+        });
+        round_trip(RunReport {
+            last: true,
+            docker_up: false,
+            totals,
+        });
+        round_trip(AlertList {
+            alerts: vec![Alert {
+                kind: AlertKind::PlaintextOnEncryptedNetwork,
+                severity: Severity::Critical,
+                network: "secure".into(),
+                vni: "4098".into(),
+                peer_nodes: ["n2".to_owned()].into(),
+                services: ["web".to_owned()].into(),
+                first_seen: 1.5,
+                last_seen: 2.5,
+                packets: 7,
+                bytes: 700,
+            }],
+        });
+    }
+
+    #[test]
+    fn enums_travel_as_their_names() {
+        let names = |v: serde_json::Value| v.to_string();
+        assert_eq!(names(serde_json::json!(Class::Vxlan)), "\"vxlan\"");
+        assert_eq!(names(serde_json::json!(Direction::Egress)), "\"egress\"");
+        // The same word as the metrics' `encrypted` label.
+        for e in [
+            Encryption::Encrypted,
+            Encryption::Plain,
+            Encryption::Unknown,
+        ] {
+            assert_eq!(names(serde_json::json!(e)), format!("\"{}\"", e.label()));
+        }
+        for p in [
+            PortSource::Flag,
+            PortSource::Agent,
+            PortSource::Swarm,
+            PortSource::Default,
+        ] {
+            assert_eq!(names(serde_json::json!(p)), format!("\"{p}\""));
+        }
+        for s in [
+            NetworkStatus::Protected,
+            NetworkStatus::NotEncrypted,
+            NetworkStatus::Broken,
+            NetworkStatus::Unchecked,
+        ] {
+            assert_eq!(names(serde_json::json!(s)), format!("\"{s}\""));
+        }
+        assert_eq!(
+            names(serde_json::json!(AlertKind::UnencryptedOverlay)),
+            "\"unencrypted_overlay\""
+        );
+        assert_eq!(names(serde_json::json!(Policy::All)), "\"all\"");
+    }
+}

@@ -1,0 +1,269 @@
+//! From one read to what leaves the agent: metric series, the alert state,
+//! and the API's documents. Owns all three; `poll` only reads.
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use netobs_common::{counter_index, Class, Direction, HttpMethod};
+
+use super::{
+    alerts::{Alert, Alerts},
+    http::ApiState,
+    metrics::{self, Metrics},
+};
+use crate::{
+    api::{AlertList, DataPath, Encryption, FlowList, LabelledFlow, Summary},
+    flows::{unix_now, SortKey, STATUS_CLASS_NAMES},
+    inventory::Inventory,
+    poll::{Group, Iface, Read},
+};
+
+/// The last HTTP request line seen per flow, filled from the event ring
+/// and shown with the flow in the API (`netobs top`). Bounded: a flood of
+/// new flows replaces entries, it does not grow the map.
+#[derive(Clone, Default)]
+pub struct LastRequests(Arc<Mutex<HashMap<SortKey, String>>>);
+
+const LAST_REQUESTS: usize = 4096;
+
+impl LastRequests {
+    pub fn insert(&self, flow: SortKey, line: String) {
+        let Ok(mut m) = self.0.lock() else { return };
+        if m.len() >= LAST_REQUESTS && !m.contains_key(&flow) {
+            if let Some(k) = m.keys().next().copied() {
+                m.remove(&k);
+            }
+        }
+        m.insert(flow, line);
+    }
+
+    pub fn get(&self, flow: &SortKey) -> Option<String> {
+        self.0.lock().ok()?.get(flow).cloned()
+    }
+}
+
+/// What one export produced.
+pub struct Exported {
+    /// The API's documents, replacing the previous ones as a whole.
+    pub api: ApiState,
+    /// Alerts raised (or due a reminder) by this read: the agent logs them.
+    pub raised: Vec<Alert>,
+}
+
+pub struct Exporter {
+    metrics: Metrics,
+    alerts: Alerts,
+    last_evictions: u64,
+    last_rate_limited: u64,
+    last_ring_full: u64,
+    grace: Duration,
+    data_path: DataPath,
+}
+
+impl Exporter {
+    pub fn new(metrics: Metrics, alerts: Alerts, grace: Duration, data_path: DataPath) -> Exporter {
+        Exporter {
+            metrics,
+            alerts,
+            last_evictions: 0,
+            last_rate_limited: 0,
+            last_ring_full: 0,
+            grace,
+            data_path,
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn export(
+        &mut self,
+        read: &Read,
+        ifaces: &[Iface],
+        inv: &Arc<Inventory>,
+        last_requests: &LastRequests,
+    ) -> Exported {
+        let patterns = read.snapshot.patterns();
+        self.export_counters(read, ifaces);
+        let raised = self.export_groups(&read.groups, ifaces, patterns, inv);
+        self.export_health(read, ifaces, inv);
+        let snapshot = &read.snapshot;
+        let flows = snapshot
+            .flows
+            .iter()
+            .zip(&read.labels)
+            .map(|(f, labels)| LabelledFlow {
+                labels: labels.clone(),
+                last_request: last_requests.get(&f.sort_key()),
+                flow: f.clone(),
+            })
+            .collect();
+        let alerts = self.alerts.list();
+        let api = ApiState {
+            flows: FlowList { flows },
+            inventory: inv.clone(),
+            summary: Summary {
+                totals: snapshot.totals(),
+                alerts: alerts.len(),
+                docker_up: inv.docker_up,
+                data_path: self.data_path.clone(),
+                require_encryption: self.alerts.policy().clone(),
+            },
+            alerts: AlertList { alerts },
+        };
+        Exported { api, raised }
+    }
+
+    fn export_counters(&mut self, read: &Read, ifaces: &[Iface]) {
+        let m = &mut self.metrics;
+        for (slot, name, _) in ifaces {
+            for d in Direction::ALL {
+                for c in Class::ALL {
+                    if let Some(g) = read.counter_growth.get(counter_index(*slot, d, c) as usize) {
+                        let l = [name.as_str(), d.name(), c.name()];
+                        m.inc(&metrics::PACKETS, &l, g.packets);
+                        m.inc(&metrics::BYTES, &l, g.bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    fn export_groups(
+        &mut self,
+        groups: &[Group],
+        ifaces: &[Iface],
+        patterns: &[String],
+        inv: &Inventory,
+    ) -> Vec<Alert> {
+        let m = &mut self.metrics;
+        let now = unix_now();
+        let swarm_known = inv.docker_up && inv.swarm.is_some();
+        let mut raised = Vec::new();
+        for grp in groups.iter().filter(|g| !g.growth.is_zero()) {
+            let (l, g) = (&grp.labels, &grp.growth);
+            let ol = [
+                l.network.as_str(),
+                &l.vni,
+                l.encrypted.label(),
+                grp.class.name(),
+                grp.direction.name(),
+                &l.peer_node,
+            ];
+            m.inc(&metrics::OVERLAY_PACKETS, &ol, g.packets);
+            m.inc(&metrics::OVERLAY_BYTES, &ol, g.bytes);
+            if grp.class != Class::Vxlan {
+                continue;
+            }
+            for meth in HttpMethod::ALL {
+                m.inc(
+                    &metrics::HTTP_REQUESTS,
+                    &[&l.network, &l.src_service, &l.dst_service, meth.name()],
+                    g.http_requests[meth as usize],
+                );
+            }
+            for (i, class) in STATUS_CLASS_NAMES.iter().enumerate() {
+                // A response travels server -> client: label it from the
+                // asking side, like its request.
+                m.inc(
+                    &metrics::HTTP_RESPONSES,
+                    &[&l.network, &l.dst_service, &l.src_service, class],
+                    g.http_responses[i],
+                );
+            }
+            for (i, p) in patterns.iter().enumerate() {
+                m.inc(
+                    &metrics::PATTERN_MATCHES,
+                    &[&l.network, p],
+                    g.pattern_hits[i],
+                );
+            }
+            if l.encrypted == Encryption::Encrypted {
+                m.inc(&metrics::PLAINTEXT_ON_ENCRYPTED, &[&l.network], g.bytes);
+            }
+            // To or from: either way, the data-path port talks to a host
+            // that is not a node.
+            if swarm_known && !l.peer_known {
+                let iface = ifaces
+                    .iter()
+                    .find(|i| i.2 == grp.ifindex)
+                    .map_or("?", |i| i.1.as_str());
+                m.inc(&metrics::UNKNOWN_PEER, &[iface], g.packets);
+            }
+            raised.extend(self.alerts.observe(l, g, now));
+        }
+        raised
+    }
+
+    fn export_health(&mut self, read: &Read, ifaces: &[Iface], inv: &Inventory) {
+        let snap = &read.snapshot;
+        let m = &mut self.metrics;
+        // Zero until something happens, rather than absent.
+        m.touch(&metrics::FLOW_EVICTIONS, &[]);
+        m.touch(&metrics::EVENTS_DROPPED, &["rate_limited"]);
+        m.touch(&metrics::EVENTS_DROPPED, &["ring_full"]);
+        for (_, name, _) in ifaces {
+            m.touch(&metrics::UNKNOWN_PEER, &[name]);
+        }
+        for n in inv.networks.iter().filter(|n| n.encrypted) {
+            m.touch(&metrics::PLAINTEXT_ON_ENCRYPTED, &[&n.name]);
+        }
+        let h = snap.health;
+        m.inc(
+            &metrics::FLOW_EVICTIONS,
+            &[],
+            h.flow_evictions.saturating_sub(self.last_evictions),
+        );
+        m.inc(
+            &metrics::EVENTS_DROPPED,
+            &["rate_limited"],
+            h.events_rate_limited.saturating_sub(self.last_rate_limited),
+        );
+        m.inc(
+            &metrics::EVENTS_DROPPED,
+            &["ring_full"],
+            h.events_ring_full.saturating_sub(self.last_ring_full),
+        );
+        self.last_evictions = self.last_evictions.max(h.flow_evictions);
+        self.last_rate_limited = h.events_rate_limited;
+        self.last_ring_full = h.events_ring_full;
+        m.gauge_set(&metrics::FLOWS_ACTIVE, &[], snap.totals.flows as i64);
+        m.gauge_set(&metrics::DOCKER_UP, &[], inv.docker_up as i64);
+        let nets: Vec<(Vec<String>, i64)> = inv
+            .networks
+            .iter()
+            .flat_map(|n| {
+                n.vnis.iter().map(move |v| {
+                    (
+                        vec![n.name.clone(), v.to_string(), n.encrypted.to_string()],
+                        1,
+                    )
+                })
+            })
+            .collect();
+        m.gauge_replace(&metrics::NETWORK_INFO, &nets);
+        let alerts: Vec<(Vec<String>, i64)> = self
+            .alerts
+            .list()
+            .into_iter()
+            .map(|a| (vec![a.kind.name().to_owned(), a.network], 1))
+            .collect();
+        m.gauge_replace(&metrics::ALERT_ACTIVE, &alerts);
+        let live: HashSet<String> = inv
+            .networks
+            .iter()
+            .map(|n| n.name.clone())
+            .chain(
+                inv.endpoints
+                    .iter()
+                    .filter_map(|e| e.label().map(str::to_owned)),
+            )
+            .collect();
+        if inv.docker_up {
+            m.expire(self.grace, &live);
+        }
+    }
+}
