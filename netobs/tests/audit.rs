@@ -484,6 +484,25 @@ fn keys_that_stopped_rotating_are_found() {
     );
 }
 
+/// Docker's SAs towards a peer but no policy sending the data path through
+/// them (a policy flushed by hand, or by a firewall tool): the traffic
+/// leaves in clear although the SAs look healthy.
+#[test]
+fn states_without_a_policy_protect_nothing() {
+    let inv = vault_only();
+    let mut x = healthy_xfrm(NOW, 60.0);
+    x.policies.retain(|p| p.dst != ip("10.220.0.3"));
+    let r = audit::audit(&inputs(&inv, &x, &[], &[]));
+    assert_eq!(
+        kinds(&r),
+        [("ipsec_no_policy", Some("n3"))],
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(r.networks[0].status, NetworkStatus::Broken);
+    assert_eq!(r.exit_code(), 1);
+}
+
 #[test]
 fn states_that_are_not_dockers_do_not_count() {
     let inv = vault_only();

@@ -18,7 +18,7 @@ use crate::{
     agent::PortChoice,
     datapath::{Options, DEFAULT_FLOW_TABLE_SIZE},
 };
-use netobs_common::{DEFAULT_DATA_PATH_PORT, DEFAULT_FLOW_CACHE_SLOTS};
+use netobs_common::{DEFAULT_DATA_PATH_PORT, DEFAULT_FLOW_CACHE_SLOTS, MAX_PATTERN_LEN};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,7 +64,7 @@ pub struct DatapathArgs {
     pub(crate) data_path_ports: Vec<u16>,
     /// Byte string to look for in unencrypted overlay payloads, like ngrep
     /// (repeat for several, up to 8, each up to 32 bytes)
-    #[arg(long = "pattern", value_name = "STR")]
+    #[arg(long = "pattern", value_name = "STR", value_parser = parse_pattern)]
     patterns: Vec<String>,
     /// Flows the kernel table holds before evicting the least recently seen
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_TABLE_SIZE)]
@@ -83,6 +83,19 @@ fn parse_cache_slots(s: &str) -> Result<u32, String> {
         return Err(format!("{n} is not a power of two from 64 to 65536"));
     }
     Ok(n)
+}
+
+/// A `--pattern`: not empty, and short enough to be searched whole. (How
+/// many are given is checked with the datapath's options, which clap cannot
+/// count per value.)
+fn parse_pattern(s: &str) -> Result<String, String> {
+    match s.len() {
+        0 => Err("a pattern cannot be empty".into()),
+        n if n > MAX_PATTERN_LEN => Err(format!(
+            "{n} bytes long; at most {MAX_PATTERN_LEN} are searched"
+        )),
+        _ => Ok(s.to_owned()),
+    }
 }
 
 /// A count that must be at least one.
@@ -165,5 +178,54 @@ pub fn main() -> ExitCode {
             eprintln!("netobs: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut args = vec!["netobs", "run", "--iface", "eth0"];
+        args.extend(extra);
+        Cli::try_parse_from(args)
+    }
+
+    /// Every check of a value happens while parsing, with one line naming
+    /// the flag.
+    #[test]
+    fn bad_values_are_refused_by_the_parser() {
+        for (flag, value) in [
+            ("--max-series", "0"),
+            ("--pattern", ""),
+            ("--pattern", &"x".repeat(MAX_PATTERN_LEN + 1)),
+            ("--require-encryption", ","),
+            ("--data-path-port", "0"),
+            ("--flow-cache-size", "100"),
+            ("--interval", "0"),
+        ] {
+            let e = run_args(&[flag, value]).err().unwrap_or_else(|| {
+                panic!("{flag} {value:?} was accepted");
+            });
+            let text = e.to_string();
+            assert!(text.contains(flag), "{flag}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_port_choice_is_an_enum() {
+        let ports = |extra: &[&str]| match run_args(extra) {
+            Ok(Cli {
+                command: Command::Run(r),
+            }) => r.datapath_ports(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ports(&[]), PortChoice::AskSwarm);
+        assert_eq!(
+            ports(&["--data-path-port", "7789", "--data-path-port", "4789"]),
+            PortChoice::Given(vec![7789, 4789])
+        );
     }
 }

@@ -75,6 +75,14 @@ pub struct RunArgs {
     datapath: DatapathArgs,
 }
 
+impl RunArgs {
+    /// The data-path ports given, or none (then the agent asks the swarm).
+    #[cfg(test)]
+    pub(super) fn datapath_ports(&self) -> crate::agent::PortChoice {
+        self.datapath.ports()
+    }
+}
+
 /// What the agent hands out, printed: text or JSON lines on stdout,
 /// alerts as JSON lines on stderr with the log.
 fn printer(json: bool) -> Sink {

@@ -19,13 +19,7 @@ pub enum Clock {
     Unix,
 }
 
-/// Wall-clock time in Unix seconds, the unit of every timestamp the API
-/// serves.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+pub use crate::time::unix_now;
 
 impl Clock {
     pub fn monotonic_now() -> Clock {

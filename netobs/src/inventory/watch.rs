@@ -67,7 +67,7 @@ fn mark_down(tx: &watch::Sender<Arc<Inventory>>) {
 
 async fn sync(tx: &watch::Sender<Arc<Inventory>>, docker: &Docker) -> anyhow::Result<()> {
     let raw = fetch(docker).await?;
-    let inv = Inventory::from_raw(&raw, crate::flows::unix_now());
+    let inv = Inventory::from_raw(&raw, crate::time::unix_now());
     let first = !tx.borrow().docker_up;
     if first {
         log::info!(

@@ -1,0 +1,189 @@
+//! The agent's HTTP endpoint keeps its promises exactly: read-only (405 on
+//! every write), request headers up to 8 KiB (431 past them), 256
+//! connections at once (the next ones closed straight away), a client that
+//! never finishes its headers cut off after 5 s, any connection closed after
+//! 60 s; and every document carries the API's version.
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use netobs::api::{self, Doc, FlowList, Summary};
+use netobs_tests::{lab::Process, netns::Netns, require_root, traffic::http_get};
+
+const ADDR: &str = "127.0.0.1:9477";
+
+fn addr() -> SocketAddr {
+    ADDR.parse().expect("address")
+}
+
+/// An agent on the loopback of a namespace of its own, without Docker.
+fn agent() -> (Netns, Process) {
+    let ns = Netns::new("api").expect("namespace");
+    ns.ip(&["link", "set", "lo", "up"]).expect("lo up");
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
+    cmd.args([
+        "run",
+        "--iface",
+        "lo",
+        "--no-docker",
+        "--metrics-addr",
+        ADDR,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let p = Process::spawn(cmd).expect("starting netobs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&ns, addr(), "/healthz").is_err() {
+        assert!(Instant::now() < deadline, "the agent never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (ns, p)
+}
+
+/// The status line's code of the answer to `request`.
+fn status(ns: &Netns, request: String) -> u16 {
+    ns.run_in(move || {
+        let mut s = TcpStream::connect(addr()).expect("connecting");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(request.as_bytes()).expect("sending");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    })
+    .expect("in the namespace")
+}
+
+/// Still open (nothing to read yet), or closed by the server.
+fn is_open(s: &mut TcpStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 64];
+    let open = matches!(s.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock);
+    s.set_nonblocking(false).expect("blocking");
+    open
+}
+
+#[test]
+fn the_api_keeps_each_of_its_limits_exactly() {
+    require_root!();
+    let (ns, agent) = agent();
+
+    // Typed documents, each with the version.
+    let body = http_get(&ns, addr(), "/api/v1/summary").expect("summary");
+    let summary: Doc<Summary> = serde_json::from_str(&body).expect("a summary");
+    assert_eq!(summary.api_version, api::VERSION);
+    let body = http_get(&ns, addr(), "/api/v1/flows").expect("flows");
+    let flows: Doc<FlowList> = serde_json::from_str(&body).expect("a flow list");
+    assert_eq!(flows.api_version, api::VERSION);
+
+    // Read-only.
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let req = format!(
+            "{method} /api/v1/flows HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(status(&ns, req), 405, "{method}");
+    }
+    let get = |extra: usize| {
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(extra)
+        )
+    };
+    // Headers: 7 KiB are served, 9 KiB refused.
+    assert_eq!(status(&ns, get(7 * 1024)), 200);
+    assert_eq!(status(&ns, get(9 * 1024)), 431);
+
+    // 256 connections at once: held by clients that send nothing, each
+    // taken; the next ones are closed at once.
+    let (held, refused) = ns
+        .run_in(|| {
+            let mut held: Vec<TcpStream> = (0..256)
+                .map(|_| TcpStream::connect(addr()).expect("connecting"))
+                .collect();
+            // The server takes them in order; let it.
+            std::thread::sleep(Duration::from_millis(500));
+            let mut refused = 0;
+            for _ in 0..10 {
+                let mut s = TcpStream::connect(addr()).expect("connecting");
+                s.set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                let mut buf = [0u8; 16];
+                if matches!(s.read(&mut buf), Ok(0)) {
+                    refused += 1;
+                }
+            }
+            let still = held.iter_mut().map(is_open).filter(|open| *open).count();
+            (still, refused)
+        })
+        .expect("in the namespace");
+    assert_eq!((held, refused), (256, 10));
+
+    // A client that never finishes its headers: still connected at 4 s,
+    // cut off by 10 s (the timeout is 5 s).
+    let (at_4s, closed_by_10s) = ns
+        .run_in(|| {
+            let mut s = TcpStream::connect(addr()).expect("connecting");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: slow\r\n")
+                .expect("half a request");
+            let start = Instant::now();
+            std::thread::sleep(Duration::from_secs(4));
+            let at_4s = is_open(&mut s);
+            s.set_read_timeout(Some(Duration::from_secs(6)))
+                .expect("timeout");
+            let mut buf = [0u8; 512];
+            let closed = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
+                    Err(_) => break false,
+                }
+            };
+            (at_4s, closed && start.elapsed() < Duration::from_secs(10))
+        })
+        .expect("in the namespace");
+    assert!(at_4s, "cut off before its 5 s");
+    assert!(closed_by_10s, "never cut off");
+    // Every slot came back: a request is served.
+    assert!(http_get(&ns, addr(), "/healthz").is_ok());
+
+    // Keep-alive, a request every 5 s: served until the connection's 60 s
+    // are up, then closed.
+    let served = ns
+        .run_in(|| {
+            let mut s = TcpStream::connect(addr()).expect("connecting");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let start = Instant::now();
+            let mut served = Vec::new();
+            while start.elapsed() < Duration::from_secs(75) {
+                let sent = s
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: k\r\n\r\n")
+                    .is_ok();
+                let mut buf = [0u8; 256];
+                let ok = sent && matches!(s.read(&mut buf), Ok(n) if n > 0);
+                if !ok {
+                    break;
+                }
+                served.push(start.elapsed().as_secs());
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            served
+        })
+        .expect("in the namespace");
+    let last = served.last().copied().unwrap_or(0);
+    assert!(
+        (55..60).contains(&last) && served.len() >= 11,
+        "served at {served:?} s"
+    );
+
+    let out = agent.stop(libc::SIGTERM).expect("stopping netobs");
+    assert!(out.status.success());
+}
