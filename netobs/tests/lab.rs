@@ -753,10 +753,25 @@ fn top_shows_live_flows_and_q_restores_the_terminal() {
         .parse()
         .expect("addr");
     let _server = HttpServer::start(&lab.b, server_addr).expect("HTTP server");
+    let injector = EspInjector::new(&lab.b).expect("ESP injector");
     let agent = Agent::start(&lab, "tc");
     for _ in 0..3 {
         let status = http_request(a, server_addr, "GET", "/orders/token/abc?x=1").expect("HTTP");
         assert_eq!(status, 200);
+    }
+    // Two ESP flows towards A: one in IP, one in UDP 4500.
+    let inner = &packets::udp(&Net::containers(), 5000, 6000, b"sealed")[14..];
+    let node_a: Ipv4Addr = lab::UNDERLAY_A.parse().expect("addr");
+    let (sa, sa_udp) = (
+        EspSa::new(0x70b0_0001, [0x42; 16], [9, 9, 9, 9]),
+        EspSa::new(0x70b0_0002, [0x43; 16], [8, 8, 8, 8]),
+    );
+    for seq in 1..=3 {
+        let seal = |sa: &EspSa| sa.seal(seq, inner, NEXT_HEADER_IPV4).expect("seal");
+        injector.send_esp(node_a, &seal(&sa)).expect("ESP");
+        injector
+            .send_esp_in_udp(node_a, &seal(&sa_udp))
+            .expect("ESP-in-UDP");
     }
     let tmux = Tmux::start(&format!(
         "nsenter --net={} {} top; echo top-exited-$?; sleep 60",
@@ -770,12 +785,25 @@ fn top_shows_live_flows_and_q_restores_the_terminal() {
     assert!(screen.contains(lab::OVERLAY_B), "{screen}");
     assert!(screen.contains("q quit"), "{screen}");
     assert!(screen.contains("vxlan"), "{screen}");
-    // Only ESP: the plaintext flows go away.
-    tmux.keys("c");
+    // Rows by their class mark (the header's class names are lower case).
+    let rows = |s: &str, mark: &str| {
+        s.lines()
+            .filter(|l| l.split_whitespace().any(|w| w == mark))
+            .count()
+    };
+    let screen = tmux.wait_for(|s| rows(s, "ESP") == 2, "the two ESP flows");
+    let plain = rows(&screen, "PLAIN");
+    assert!(plain > 0, "{screen}");
+    // The class filter: plaintext only, then ESP only.
     tmux.keys("c");
     tmux.wait_for(
-        |s| s.contains("c class: esp") && !s.contains("PLAIN "),
-        "the class filter",
+        |s| s.contains("c class: plaintext") && rows(s, "ESP") == 0 && rows(s, "PLAIN") == plain,
+        "plaintext only",
+    );
+    tmux.keys("c");
+    tmux.wait_for(
+        |s| s.contains("c class: esp") && rows(s, "PLAIN") == 0 && rows(s, "ESP") == 2,
+        "ESP only",
     );
     tmux.keys("q");
     let after = tmux.wait_for(|s| s.contains("top-exited-0"), "top to quit");
