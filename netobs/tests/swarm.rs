@@ -488,6 +488,7 @@ fn prometheus_alerts_and_every_panel_has_data(s: &Scene) {
     std::fs::create_dir_all(prom_dir).expect("prometheus dir");
     let prom = start_prometheus(&swarm.ns_manager, prom_dir);
     let firing = wait_firing(&swarm.ns_manager, "NetobsUnencryptedOverlay", 60);
+    vxlan_from_a_host_that_is_no_node_is_counted_and_fires(s);
     assert!(
         firing.iter().any(|l| l["network"] == "backend"),
         "{firing:?}"
@@ -508,6 +509,60 @@ fn prometheus_alerts_and_every_panel_has_data(s: &Scene) {
     let prom_addr: SocketAddr = PROMETHEUS.parse().expect("address");
     every_shipped_expression_returns_data(&swarm.ns_manager, prom_addr);
     drop(prom);
+}
+
+/// VXLAN to the manager's data-path port from an address on the underlay
+/// that is no node of the swarm (what an exposed port lets anyone do):
+/// counted exactly, and the shipped rule fires for the manager. Called with
+/// Prometheus scraping, so that it sees the counter grow.
+fn vxlan_from_a_host_that_is_no_node_is_counted_and_fires(s: &Scene) {
+    const INJECTED: usize = 9;
+    let swarm = &s.swarm;
+    let stranger = "10.210.0.99";
+    swarm
+        .ns_worker
+        .ip(&["addr", "add", &format!("{stranger}/32"), "dev", WORKER_DEV])
+        .expect("a second address");
+    let unknown = |t: &str| {
+        metric(
+            t,
+            "netobs_vxlan_from_unknown_peer_packets_total",
+            &[("iface", MANAGER_DEV)],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = unknown(&scrape(&swarm.ns_manager));
+    let vni: u32 = s.vni.parse().expect("a VNI");
+    let inner = packets::udp(&Net::containers(), 5000, 80, b"GET / HTTP/1.1\r\n\r\n");
+    let mut datagram = packets::vxlan_header(vni).to_vec();
+    datagram.extend_from_slice(&inner);
+    let to: SocketAddr = format!("{MANAGER_ADDR}:4789").parse().expect("addr");
+    let from: SocketAddr = format!("{stranger}:40000").parse().expect("addr");
+    swarm
+        .ns_worker
+        .run_in(move || {
+            let sock = std::net::UdpSocket::bind(from).expect("binding the stranger");
+            for _ in 0..INJECTED {
+                sock.send_to(&datagram, to).expect("sending");
+            }
+        })
+        .expect("in the worker's namespace");
+    let text = wait_metrics(&swarm.ns_manager, "the stranger's VXLAN", 30, |t| {
+        unknown(t) >= before + INJECTED as f64
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        unknown(&scrape(&swarm.ns_manager)),
+        before + INJECTED as f64,
+        "{}",
+        unknown(&text)
+    );
+    let firing = wait_firing(&swarm.ns_manager, "NetobsVxlanFromUnknownPeer", 60);
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    swarm
+        .ns_worker
+        .ip(&["addr", "del", &format!("{stranger}/32"), "dev", WORKER_DEV])
+        .expect("removing the second address");
 }
 
 /// `netobs audit` on the worker, which cannot read the swarm's settings,

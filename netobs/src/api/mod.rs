@@ -18,8 +18,8 @@ pub use flow::{Flow, FlowLabels, FlowList, LabelledFlow};
 pub use netobs_common::{Class, Direction};
 pub use policy::Policy;
 pub use totals::{
-    Alert, AlertKind, AlertList, ClassCounts, Count, DataPath, Health, HttpTotals, InterfaceCounts,
-    RunReport, Summary, Totals,
+    Alert, AlertKind, AlertList, AlertRaised, ClassCounts, Count, DataPath, Health, HttpTotals,
+    InterfaceCounts, RunReport, Summary, Totals,
 };
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};

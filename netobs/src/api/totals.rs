@@ -212,6 +212,13 @@ pub struct Alert {
     pub bytes: u64,
 }
 
+/// The line `netobs run` logs on stderr when an alert is raised, and as a
+/// reminder while it goes on: `{"alert": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRaised {
+    pub alert: Alert,
+}
+
 /// `/api/v1/alerts`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertList {

@@ -9,7 +9,9 @@ use std::{
 
 use serde::Serialize;
 
-use crate::netlink::{Socket, NETLINK_XFRM, NLM_F_DUMP};
+use netlink_packet_core::{NetlinkDeserializable, NetlinkHeader, NetlinkSerializable};
+
+use crate::netlink::{Netlink, NETLINK_XFRM, NLM_F_DUMP};
 
 const XFRM_MSG_NEWSA: u16 = 0x10;
 const XFRM_MSG_GETSA: u16 = 0x12;
@@ -203,15 +205,60 @@ pub fn read() -> io::Result<Xfrm> {
     }
 }
 
+/// An XFRM message as netlink carries it: its type and its body, which
+/// `state` and `policy` decode.
+#[derive(Debug)]
+struct Raw {
+    kind: u16,
+    body: Vec<u8>,
+}
+
+impl NetlinkSerializable for Raw {
+    fn message_type(&self) -> u16 {
+        self.kind
+    }
+
+    fn buffer_len(&self) -> usize {
+        self.body.len()
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        buffer.copy_from_slice(&self.body);
+    }
+}
+
+impl NetlinkDeserializable for Raw {
+    type Error = std::convert::Infallible;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Raw, Self::Error> {
+        Ok(Raw {
+            kind: header.message_type,
+            body: payload.to_vec(),
+        })
+    }
+}
+
+/// The bodies of every message of type `want` a dump request `kind` gives.
+fn dump(nl: &mut Netlink, kind: u16, want: u16) -> io::Result<Vec<Vec<u8>>> {
+    let request = Raw {
+        kind,
+        body: Vec::new(),
+    };
+    Ok(nl
+        .request(request, NLM_F_DUMP)?
+        .into_iter()
+        .filter(|m| m.kind == want)
+        .map(|m| m.body)
+        .collect())
+}
+
 fn read_once() -> io::Result<Xfrm> {
-    let sock = Socket::open(NETLINK_XFRM)?;
-    let states = sock
-        .request(XFRM_MSG_GETSA, NLM_F_DUMP, &[], XFRM_MSG_NEWSA)?
+    let mut nl = Netlink::open(NETLINK_XFRM)?;
+    let states = dump(&mut nl, XFRM_MSG_GETSA, XFRM_MSG_NEWSA)?
         .iter()
         .filter_map(|b| state(b))
         .collect();
-    let policies = sock
-        .request(XFRM_MSG_GETPOLICY, NLM_F_DUMP, &[], XFRM_MSG_NEWPOLICY)?
+    let policies = dump(&mut nl, XFRM_MSG_GETPOLICY, XFRM_MSG_NEWPOLICY)?
         .iter()
         .filter_map(|b| policy(b))
         .collect();

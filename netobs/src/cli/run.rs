@@ -8,7 +8,7 @@ use clap::Args;
 use super::{at_least_one, render, DatapathArgs};
 use crate::{
     agent::{self, AgentConfig, Output, Sink, DEFAULT_METRICS_ADDR},
-    api::{Policy, RunReport},
+    api::{AlertRaised, Policy, RunReport},
     datapath::{
         attach::{Mode, TcApi},
         events::CapturePaths,
@@ -114,7 +114,10 @@ fn printer(json: bool) -> Sink {
         }
         // The structured line operators grep for.
         Output::Alert(alert) => {
-            if let Ok(text) = serde_json::to_string(&serde_json::json!({ "alert": alert })) {
+            let line = AlertRaised {
+                alert: alert.clone(),
+            };
+            if let Ok(text) = serde_json::to_string(&line) {
                 eprintln!("{text}");
             }
         }
