@@ -14,6 +14,7 @@ pub mod audit;
 pub mod capture;
 pub mod cli;
 pub mod datapath;
+pub mod doctor;
 pub mod export;
 pub mod flows;
 pub mod inventory;

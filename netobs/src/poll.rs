@@ -6,7 +6,10 @@
 //!
 //! Flows are grouped by their labels before anything else sees them: a
 //! million flows between a handful of services make a handful of groups.
-use std::collections::{hash_map::Entry, BTreeMap, HashMap};
+use std::{
+    collections::{hash_map::Entry, BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use anyhow::Result;
 use netobs_common::{Class, Direction, FlowKey};
@@ -14,6 +17,7 @@ use netobs_common::{Class, Direction, FlowKey};
 use crate::{
     datapath::Datapath,
     flows::{
+        addr,
         aggregate::{Aggregator, Growth},
         label::{FlowLabels, LabelRefs, Labeler, OTHER},
         Clock, Snapshot, SnapshotBuilder,
@@ -103,6 +107,33 @@ impl<'a> Groups<'a> {
     }
 }
 
+/// VXLAN with one peer node (an outer address) in one read.
+#[derive(Debug, Clone, Default)]
+pub struct PeerGrowth {
+    pub name: String,
+    pub packets_out: u64,
+    pub packets_in: u64,
+    pub connect_failures: u64,
+}
+
+/// VXLAN for a task sent to another node than the one running it.
+#[derive(Debug, Clone)]
+pub struct Misdirected {
+    pub network: String,
+    /// The task's name, else its service's, else its address.
+    pub task: String,
+    pub task_node: IpAddr,
+    pub task_node_name: String,
+    pub sent_to: IpAddr,
+    pub sent_to_name: String,
+    pub packets: u64,
+}
+
+/// Peers and misdirections kept apart in one read: past these (a flood of
+/// outer addresses that are no node) the rest is not tracked.
+const MAX_PEERS: usize = 256;
+const MAX_MISDIRECTED: usize = 256;
+
 /// What one read produced.
 pub struct Read {
     pub snapshot: Snapshot,
@@ -112,6 +143,11 @@ pub struct Read {
     /// Growth of each per-interface counter since the last read, indexed
     /// like the counters map.
     pub counter_growth: Vec<netobs_common::Counter>,
+    /// VXLAN per peer address, this read's growth.
+    pub peers: HashMap<IpAddr, PeerGrowth>,
+    /// Misdirected VXLAN of this read, by network, task address and the
+    /// node it was sent to.
+    pub misdirected: Vec<Misdirected>,
 }
 
 /// The agent's state between reads: each flow as last read.
@@ -150,8 +186,14 @@ impl Poller {
             folded: None,
         };
         let agg = &mut self.agg;
+        let now_ns = crate::time::monotonic_ns();
+        let mut peers: HashMap<IpAddr, PeerGrowth> = HashMap::new();
+        let mut misdirected: HashMap<(u32, IpAddr, IpAddr), Misdirected> = HashMap::new();
         let read = dp.for_each_flow(|k: &FlowKey, v| {
-            let g = agg.growth(k, v);
+            let g = agg.growth(k, v, now_ns);
+            if k.class == Class::Vxlan as u8 && !g.is_zero() {
+                peer_growth(k, &g, &labeler, &mut peers, &mut misdirected);
+            }
             builder.add(k, v, g.bytes);
             let i = groups.slot(GroupKey {
                 labels: labeler.label_key(k),
@@ -173,12 +215,74 @@ impl Poller {
         let snapshot = builder.finish(&counters, ifaces, &stats, read.table_entries);
         let labels = snapshot.flows.iter().map(|f| labeler.label(f)).collect();
         Ok(Read {
+            peers,
+            misdirected: misdirected.into_values().collect(),
             counter_growth: self.agg.counters(&counters),
             snapshot,
             labels,
             groups: groups.list,
         })
     }
+}
+
+/// Adds one VXLAN flow's growth to its peer's, and, sent to a node that
+/// does not run the task it is for, to the misdirections.
+fn peer_growth(
+    k: &FlowKey,
+    g: &Growth,
+    labeler: &Labeler,
+    peers: &mut HashMap<IpAddr, PeerGrowth>,
+    misdirected: &mut HashMap<(u32, IpAddr, IpAddr), Misdirected>,
+) {
+    let egress = k.direction == Direction::Egress as u8;
+    let outer = if egress { &k.outer_dst } else { &k.outer_src };
+    let Some(peer) = addr(k.outer_family, outer) else {
+        return;
+    };
+    if peers.len() < MAX_PEERS || peers.contains_key(&peer) {
+        let p = peers.entry(peer).or_insert_with(|| PeerGrowth {
+            name: labeler.node_name(peer),
+            ..PeerGrowth::default()
+        });
+        if egress {
+            p.packets_out += g.packets;
+        } else {
+            p.packets_in += g.packets;
+        }
+        p.connect_failures += g.tcp_connect_failures;
+    }
+    if !egress || g.packets == 0 {
+        return;
+    }
+    let Some(inner) = addr(k.inner_family, &k.inner_dst) else {
+        return;
+    };
+    let Some((net, e)) = labeler.endpoint(k.vni_or_spi, inner) else {
+        return;
+    };
+    let Some(host) = e.node_ip.filter(|h| *h != peer) else {
+        return;
+    };
+    let key = (k.vni_or_spi, inner, peer);
+    if misdirected.len() >= MAX_MISDIRECTED && !misdirected.contains_key(&key) {
+        return;
+    }
+    misdirected
+        .entry(key)
+        .or_insert_with(|| Misdirected {
+            network: net.name.clone(),
+            task: e
+                .task
+                .clone()
+                .or_else(|| e.label().map(str::to_owned))
+                .unwrap_or_else(|| inner.to_string()),
+            task_node: host,
+            task_node_name: labeler.node_name(host),
+            sent_to: peer,
+            sent_to_name: labeler.node_name(peer),
+            packets: 0,
+        })
+        .packets += g.packets;
 }
 
 /// Table packets per (network, source, destination, class): the agent's

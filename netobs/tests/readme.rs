@@ -2,10 +2,10 @@
 //! code that defines each (the metrics, the audit's finding kinds); this
 //! keeps them equal. `NETOBS_UPDATE_README=1 cargo test --test readme`
 //! rewrites the sections.
-use netobs::{audit::finding, export::metrics};
+use netobs::{audit::finding, doctor::kinds, export::metrics};
 
 /// Each generated section: its name in the markers, and its content.
-fn sections() -> [(&'static str, &'static str, String); 2] {
+fn sections() -> [(&'static str, &'static str, String); 3] {
     [
         (
             "metrics",
@@ -16,6 +16,11 @@ fn sections() -> [(&'static str, &'static str, String); 2] {
             "audit",
             "netobs/src/audit/finding.rs",
             finding::reference_table(),
+        ),
+        (
+            "doctor",
+            "netobs/src/api/health.rs",
+            kinds::reference_table(),
         ),
     ]
 }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use netobs::{
-    api::{Doc, FlowList, InventoryEndpoint},
+    api::{Doc, FlowList, HealthKind, InventoryEndpoint, OverlayHealth},
     replay::ReplayReport,
 };
 use netobs_tests::{
@@ -60,6 +60,10 @@ fn swarm_flows_are_labelled_exported_and_alerted() {
     services_show_each_task_with_its_state_and_traffic(&s);
     the_audit_on_the_manager_judges_each_network(&s);
     flows_name_services_and_mark_plaintext(&s);
+    doctor_is_quiet_on_a_healthy_swarm(&s);
+    tcp_failures_and_resets_are_counted_exactly(&s);
+    a_one_way_data_path_is_named_and_clears(&s);
+    a_rewritten_forwarding_entry_is_named(&s);
     prometheus_alerts_and_every_panel_has_data(&s);
     the_audit_on_a_worker_sees_one_way_esp_near_its_wrap(&s);
     counting_goes_on_while_the_engine_restarts(&mut s);
@@ -476,6 +480,354 @@ fn flows_name_services_and_mark_plaintext(s: &Scene) {
         rows.iter().all(|l| l.contains(" PLAIN ")),
         "plain, on a network that promises nothing: {text}"
     );
+}
+
+/// `netobs doctor` on a node, its exit status and its answer.
+fn doctor(ns: &Netns) -> (Option<i32>, OverlayHealth) {
+    let out = ask_agent(ns, &["doctor", "--json"]);
+    let h = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor JSON: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), h)
+}
+
+/// A new service on the manager, on backend, making `count` rounds of
+/// connections to each of `targets` (`host` or `host:port`), `every`
+/// seconds apart: each a background wget killed after a second (busybox
+/// wget's own timeout crashes). It waits first until the agents know its
+/// address.
+fn probe(swarm: &TwoNodeSwarm, name: &str, targets: &[&str], count: usize, every: u64) {
+    let round: String = targets
+        .iter()
+        .map(|t| format!("wget -q -O /dev/null http://{t}/ & "))
+        .collect();
+    let script = format!(
+        "sleep 8; for i in $(seq {count}); do {round} sleep 1; kill $(jobs -p) 2>/dev/null; \
+         sleep {every}; done; sleep 3600"
+    );
+    swarm
+        .service(name, &["backend"], "manager", &["sh", "-c", &script])
+        .expect("probe service");
+}
+
+fn remove_service(swarm: &TwoNodeSwarm, name: &str) {
+    swarm
+        .manager
+        .docker(&["service", "rm", name])
+        .expect("removing a service");
+}
+
+/// `iptables` in the network namespace of `service`'s task on the worker.
+fn task_iptables(swarm: &TwoNodeSwarm, service: &str, args: &[&str]) {
+    let id = swarm
+        .worker
+        .docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+        ])
+        .expect("docker ps");
+    let pid = swarm
+        .worker
+        .docker(&["inspect", "-f", "{{.State.Pid}}", id.trim()])
+        .expect("docker inspect");
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", pid.trim(), "-n", "iptables"])
+        .args(args)
+        .output()
+        .expect("nsenter iptables");
+    assert!(
+        out.status.success(),
+        "iptables {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tcp_metric(text: &str, name: &str, src: &str, dst: &str) -> f64 {
+    metric(
+        text,
+        name,
+        &[
+            ("network", "backend"),
+            ("src_service", src),
+            ("dst_service", dst),
+        ],
+    )
+    .unwrap_or(0.0)
+}
+
+/// A healthy swarm: `netobs doctor` finds nothing on either node.
+fn doctor_is_quiet_on_a_healthy_swarm(s: &Scene) {
+    for (ns, side) in [
+        (&s.swarm.ns_manager, "manager"),
+        (&s.swarm.ns_worker, "worker"),
+    ] {
+        let (code, h) = doctor(ns);
+        assert_eq!(code, Some(0), "{side}: {h:#?}");
+        assert!(h.findings.is_empty(), "{side}: {h:#?}");
+        assert_eq!(h.not_checked.len(), 3, "what it cannot check, said");
+    }
+}
+
+/// web's container drops SYNs to port 80 (its port 81 is closed and
+/// answers with a reset), then rejects port 80 with resets: every
+/// connection attempt is counted once, on both nodes; the node itself
+/// answers, so the data path is not blamed.
+fn tcp_failures_and_resets_are_counted_exactly(s: &Scene) {
+    const ROUNDS: usize = 3;
+    let swarm = &s.swarm;
+    let rounds = ROUNDS as f64;
+    task_iptables(
+        swarm,
+        "web",
+        &["-I", "INPUT", "-p", "tcp", "--dport", "80", "-j", "DROP"],
+    );
+    probe(swarm, "probe-drop", &["web", "web:81"], ROUNDS, 1);
+    for (ns, side) in [(&swarm.ns_manager, "manager"), (&swarm.ns_worker, "worker")] {
+        // 80 dropped and 81 refused: both failed; 81's resets from web.
+        wait_metrics(
+            ns,
+            &format!("{side}: the dropped and refused connections"),
+            90,
+            |t| {
+                tcp_metric(t, "netobs_tcp_connect_failures_total", "probe-drop", "web")
+                    >= 2.0 * rounds
+            },
+        );
+    }
+    // Past the last attempt's 5 s: nothing more may be counted.
+    std::thread::sleep(Duration::from_secs(8));
+    for (ns, side) in [(&swarm.ns_manager, "manager"), (&swarm.ns_worker, "worker")] {
+        let t = scrape(ns);
+        assert_eq!(
+            tcp_metric(&t, "netobs_tcp_connect_failures_total", "probe-drop", "web"),
+            2.0 * rounds,
+            "{side}"
+        );
+        assert_eq!(
+            tcp_metric(&t, "netobs_tcp_resets_total", "web", "probe-drop"),
+            rounds,
+            "{side}: port 81's resets, sent by web"
+        );
+    }
+    let (code, h) = doctor(&swarm.ns_manager);
+    assert_eq!(code, Some(1), "{h:#?}");
+    let failed: Vec<_> = h
+        .findings
+        .iter()
+        .filter(|f| f.kind == HealthKind::TcpConnectFailures)
+        .collect();
+    assert_eq!(failed.len(), 1, "{h:#?}");
+    assert_eq!(failed[0].services.as_deref(), Some("probe-drop -> web"));
+    assert!(failed[0].message.starts_with("6 TCP connections"), "{h:#?}");
+    assert!(
+        h.findings
+            .iter()
+            .all(|f| f.kind != HealthKind::DataPathOneWay),
+        "the worker answered (port 81's resets): no data-path finding: {h:#?}"
+    );
+    remove_service(swarm, "probe-drop");
+
+    // Rejected with a reset: a failure and a reset per attempt.
+    task_iptables(
+        swarm,
+        "web",
+        &[
+            "-R",
+            "INPUT",
+            "1",
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    );
+    probe(swarm, "probe-reset", &["web"], ROUNDS, 1);
+    wait_metrics(&swarm.ns_manager, "the refused connections", 90, |t| {
+        tcp_metric(t, "netobs_tcp_connect_failures_total", "probe-reset", "web") >= rounds
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    let t = scrape(&swarm.ns_manager);
+    assert_eq!(
+        tcp_metric(
+            &t,
+            "netobs_tcp_connect_failures_total",
+            "probe-reset",
+            "web"
+        ),
+        rounds
+    );
+    assert_eq!(
+        tcp_metric(&t, "netobs_tcp_resets_total", "web", "probe-reset"),
+        rounds
+    );
+    task_iptables(swarm, "web", &["-D", "INPUT", "1"]);
+    remove_service(swarm, "probe-reset");
+}
+
+/// The worker drops UDP 4789 (a firewall on the data path): the manager's
+/// doctor names the worker, its address and the port within a minute, and
+/// the finding clears once the rule is gone.
+fn a_one_way_data_path_is_named_and_clears(s: &Scene) {
+    let swarm = &s.swarm;
+    let rule = ["INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP"];
+    let iptables = |op: &str| {
+        let mut args = vec![op];
+        args.extend(rule);
+        let out = swarm
+            .ns_worker
+            .command("iptables")
+            .args(&args)
+            .output()
+            .expect("iptables");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    iptables("-I");
+    probe(swarm, "probe-oneway", &["web"], 60, 1);
+    let one_way = |h: &OverlayHealth| {
+        h.findings
+            .iter()
+            .find(|f| f.kind == HealthKind::DataPathOneWay)
+            .cloned()
+    };
+    let f = wait_for("the one-way finding", 90, || {
+        one_way(&doctor(&swarm.ns_manager).1)
+    });
+    assert!(
+        f.message.contains(&format!("({WORKER_ADDR}) on UDP 4789")),
+        "{f:#?}"
+    );
+    let text = scrape(&swarm.ns_manager);
+    assert_eq!(
+        metric(&text, "netobs_data_path_one_way", &[]),
+        Some(1.0),
+        "one peer, one way"
+    );
+    // The worker sees VXLAN arrive and sends none back: it cannot tell.
+    assert!(one_way(&doctor(&swarm.ns_worker).1).is_none());
+    iptables("-D");
+    wait_for("the one-way finding to clear", 60, || {
+        one_way(&doctor(&swarm.ns_manager).1)
+            .is_none()
+            .then_some(())
+    });
+    remove_service(swarm, "probe-oneway");
+}
+
+/// The forwarding entry of web's MAC in the manager's overlay namespace
+/// rewritten to another address (as moby#52661's reporters found it): the
+/// doctor names the network, the task and both nodes; the misdirected
+/// packets are exactly the overlay packets sent there.
+fn a_rewritten_forwarding_entry_is_named(s: &Scene) {
+    let swarm = &s.swarm;
+    let m = &swarm.manager;
+    let wrong = "10.210.0.77";
+    // A live address on the worker, so the packets really leave.
+    swarm
+        .ns_worker
+        .ip(&["addr", "add", &format!("{wrong}/32"), "dev", WORKER_DEV])
+        .expect("a second address");
+    let id = m
+        .docker(&["network", "inspect", "backend", "--format", "{{.Id}}"])
+        .expect("network id");
+    let ns = m
+        .exec_root()
+        .join("netns")
+        .join(format!("1-{}", &id.trim()[..10]));
+    let in_overlay = |args: &[&str]| -> String {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .arg("--")
+            .args(args)
+            .output()
+            .expect("nsenter");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let web_ip = api::<InventoryEndpoint>(&swarm.ns_manager)
+        .endpoints
+        .iter()
+        .find(|e| e.service.as_deref() == Some("web"))
+        .map(|e| e.ip.to_string())
+        .expect("web's address");
+    let neigh: serde_json::Value =
+        serde_json::from_str(&in_overlay(&["ip", "-j", "neigh", "show", &web_ip]))
+            .expect("ip -j neigh");
+    let mac = neigh[0]["lladdr"].as_str().expect("web's MAC").to_owned();
+    let links: serde_json::Value =
+        serde_json::from_str(&in_overlay(&["ip", "-j", "link", "show", "type", "vxlan"]))
+            .expect("ip -j link");
+    let vx = links[0]["ifname"]
+        .as_str()
+        .expect("the VXLAN device")
+        .to_owned();
+    let fdb = |dst: &str| {
+        in_overlay(&[
+            "bridge",
+            "fdb",
+            "replace",
+            &mac,
+            "dev",
+            &vx,
+            "dst",
+            dst,
+            "self",
+            "permanent",
+        ])
+    };
+    fdb(wrong);
+    probe(swarm, "probe-fdb", &["web"], 30, 1);
+    let f = wait_for("the misdirection finding", 90, || {
+        doctor(&swarm.ns_manager)
+            .1
+            .findings
+            .into_iter()
+            .find(|f| f.kind == HealthKind::VxlanMisdirected)
+    });
+    assert_eq!(f.network.as_deref(), Some("backend"));
+    assert!(
+        f.message.contains("web.1.")
+            && f.message.contains(&format!("({wrong})"))
+            && f.message.contains(&format!("({WORKER_ADDR})")),
+        "{f:#?}"
+    );
+    fdb(WORKER_ADDR);
+    remove_service(swarm, "probe-fdb");
+    // Settled: every backend packet sent to the wrong address was for web.
+    std::thread::sleep(Duration::from_secs(3));
+    let text = scrape(&swarm.ns_manager);
+    let misdirected = metric(
+        &text,
+        "netobs_vxlan_misdirected_packets_total",
+        &[("network", "backend"), ("peer_node", wrong)],
+    );
+    let sent_there = metric(
+        &text,
+        "netobs_overlay_packets_total",
+        &[
+            ("network", "backend"),
+            ("peer_node", wrong),
+            ("direction", "egress"),
+        ],
+    );
+    assert!(misdirected.is_some_and(|n| n > 0.0), "{misdirected:?}");
+    assert_eq!(misdirected, sent_there);
+    swarm
+        .ns_worker
+        .ip(&["addr", "del", &format!("{wrong}/32"), "dev", WORKER_DEV])
+        .expect("removing the second address");
 }
 
 /// A real Prometheus, the shipped rules, the agent on the manager: the

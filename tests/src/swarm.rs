@@ -51,6 +51,12 @@ impl DockerNode {
         self.dir.join("docker.sock")
     }
 
+    /// Where this engine keeps its network namespaces (`netns/`): the
+    /// overlay's is `netns/1-` and the network id's first ten characters.
+    pub fn exec_root(&self) -> PathBuf {
+        self.dir.join("exec")
+    }
+
     /// `unix://...`, for DOCKER_HOST or --docker-host.
     pub fn host(&self) -> String {
         format!("unix://{}", self.socket().display())

@@ -9,12 +9,14 @@
 mod enums;
 mod event;
 mod flow;
+mod health;
 mod policy;
 mod totals;
 
 pub use enums::{Encryption, NetworkStatus, PortSource, Severity};
 pub use event::{EventKind, FlowEvent};
 pub use flow::{Flow, FlowLabels, FlowList, LabelledFlow};
+pub use health::{HealthFinding, HealthKind, OverlayHealth, PairHealth, PeerHealth};
 pub use netobs_common::{Class, Direction};
 pub use policy::Policy;
 pub use totals::{
@@ -74,6 +76,8 @@ endpoints! {
     AlertsEndpoint "/api/v1/alerts" => AlertList;
     /// Totals, the data-path port and the agent's requirement.
     SummaryEndpoint "/api/v1/summary" => Summary;
+    /// Overlay health: the data path per peer, TCP per service pair.
+    HealthEndpoint "/api/v1/health" => OverlayHealth;
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! one line on stderr that says what to do.
 mod audit;
 pub mod client;
+mod doctor;
 mod flows;
 pub(crate) mod render;
 mod replay;
@@ -45,6 +46,9 @@ enum Command {
     Services(services::ServicesArgs),
     /// Is each overlay network really protected? Exit 0 yes, 1 findings, 2 could not run
     Audit(audit::AuditArgs),
+    /// Is the overlay healthy: the data path with each peer node, misdirected
+    /// VXLAN, TCP between services? Exit 0 yes, 1 findings, 2 could not run
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -165,6 +169,7 @@ pub fn main() -> ExitCode {
         Command::Top(args) => top::top(args),
         Command::Services(args) => services::services(args),
         Command::Audit(args) => audit::audit(args),
+        Command::Doctor(args) => doctor::doctor(args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "netobs", &mut std::io::stdout());

@@ -14,7 +14,10 @@ use super::{
     metrics::{self, Metrics},
 };
 use crate::{
-    api::{AlertList, DataPath, Encryption, FlowList, LabelledFlow, Summary},
+    api::{
+        AlertList, DataPath, Encryption, FlowList, HealthKind, LabelledFlow, OverlayHealth, Summary,
+    },
+    doctor::Doctor,
     flows::{unix_now, SortKey, STATUS_CLASS_NAMES},
     inventory::Inventory,
     poll::{Group, Iface, Read},
@@ -55,6 +58,7 @@ pub struct Exported {
 pub struct Exporter {
     metrics: Metrics,
     alerts: Alerts,
+    doctor: Doctor,
     last_evictions: u64,
     last_rate_limited: u64,
     last_ring_full: u64,
@@ -67,6 +71,7 @@ impl Exporter {
         Exporter {
             metrics,
             alerts,
+            doctor: Doctor::new(data_path.ports.clone(), unix_now()),
             last_evictions: 0,
             last_rate_limited: 0,
             last_ring_full: 0,
@@ -90,6 +95,8 @@ impl Exporter {
         self.export_counters(read, ifaces);
         let raised = self.export_groups(&read.groups, ifaces, patterns, inv);
         self.export_health(read, ifaces, inv);
+        let health = self.doctor.observe(read, unix_now());
+        self.export_overlay_health(read, &health);
         let snapshot = &read.snapshot;
         let flows = snapshot
             .flows
@@ -113,6 +120,7 @@ impl Exporter {
                 require_encryption: self.alerts.policy().clone(),
             },
             alerts: AlertList { alerts },
+            health,
         };
         Exported { api, raised }
     }
@@ -181,6 +189,13 @@ impl Exporter {
                     g.pattern_hits[i],
                 );
             }
+            let pair = [l.network.as_str(), &l.src_service, &l.dst_service];
+            m.inc(
+                &metrics::TCP_CONNECT_FAILURES,
+                &pair,
+                g.tcp_connect_failures,
+            );
+            m.inc(&metrics::TCP_RESETS, &pair, g.tcp_resets);
             if l.encrypted == Encryption::Encrypted {
                 m.inc(&metrics::PLAINTEXT_ON_ENCRYPTED, &[&l.network], g.bytes);
             }
@@ -196,6 +211,30 @@ impl Exporter {
             raised.extend(self.alerts.observe(l, g, now));
         }
         raised
+    }
+
+    /// The doctor's view: one-way peers as a gauge (0 for the others it
+    /// saw), misdirected packets by network and the node they went to.
+    fn export_overlay_health(&mut self, read: &Read, health: &OverlayHealth) {
+        let m = &mut self.metrics;
+        let one_way: Vec<(Vec<String>, i64)> = health
+            .peers
+            .iter()
+            .map(|p| {
+                let bad = health.findings.iter().any(|f| {
+                    f.kind == HealthKind::DataPathOneWay && f.peer.as_deref() == Some(&p.peer)
+                });
+                (vec![p.peer.clone()], i64::from(bad))
+            })
+            .collect();
+        m.gauge_replace(&metrics::DATA_PATH_ONE_WAY, &one_way);
+        for x in &read.misdirected {
+            m.inc(
+                &metrics::VXLAN_MISDIRECTED,
+                &[&x.network, &x.sent_to_name],
+                x.packets,
+            );
+        }
     }
 
     fn export_health(&mut self, read: &Read, ifaces: &[Iface], inv: &Inventory) {

@@ -17,8 +17,8 @@ use tokio::{
 
 use crate::{
     api::{
-        self, AlertList, AlertsEndpoint, Doc, Endpoint, FlowList, FlowsEndpoint, InventoryEndpoint,
-        Summary, SummaryEndpoint,
+        self, AlertList, AlertsEndpoint, Doc, Endpoint, FlowList, FlowsEndpoint, HealthEndpoint,
+        InventoryEndpoint, OverlayHealth, Summary, SummaryEndpoint,
     },
     inventory::Inventory,
 };
@@ -30,6 +30,7 @@ pub struct ApiState {
     pub inventory: Arc<Inventory>,
     pub alerts: AlertList,
     pub summary: Summary,
+    pub health: OverlayHealth,
 }
 
 /// A client that never finishes its headers is cut off after this.
@@ -126,6 +127,7 @@ fn handle(
         InventoryEndpoint::PATH => json(&*s.inventory),
         AlertsEndpoint::PATH => json(&s.alerts),
         SummaryEndpoint::PATH => json(&s.summary),
+        HealthEndpoint::PATH => json(&s.health),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -144,6 +144,34 @@ metric!(
     ["kind", "network"],
     "1 for each encryption alert the agent raised: kind plaintext_on_encrypted_network or unencrypted_overlay."
 );
+metric!(
+    TCP_CONNECT_FAILURES,
+    "netobs_tcp_connect_failures_total",
+    Counter,
+    ["network", "src_service", "dst_service"],
+    "Inner TCP connections whose SYN got no answer for 5 s (or only a reset), by client and server."
+);
+metric!(
+    TCP_RESETS,
+    "netobs_tcp_resets_total",
+    Counter,
+    ["network", "src_service", "dst_service"],
+    "Inner TCP connections on which a reset was seen; src_service sent it."
+);
+metric!(
+    DATA_PATH_ONE_WAY,
+    "netobs_data_path_one_way",
+    Gauge,
+    ["peer_node"],
+    "1 while VXLAN leaves for a peer node, TCP to it gets no answer and nothing comes back from it (30 s); 0 for the other peers seen."
+);
+metric!(
+    VXLAN_MISDIRECTED,
+    "netobs_vxlan_misdirected_packets_total",
+    Counter,
+    ["network", "peer_node"],
+    "VXLAN sent to peer_node for a task another node runs: a stale forwarding entry."
+);
 
 pub const METRICS: &[MetricDef] = &[
     PACKETS,
@@ -163,6 +191,10 @@ pub const METRICS: &[MetricDef] = &[
     BUILD_INFO,
     SERIES_FOLDED,
     ALERT_ACTIVE,
+    TCP_CONNECT_FAILURES,
+    TCP_RESETS,
+    DATA_PATH_ONE_WAY,
+    VXLAN_MISDIRECTED,
 ];
 
 /// Label value that stands in for everything past the series cap.

@@ -16,8 +16,10 @@ use std::{
 };
 
 use netobs_common::{
-    Counter, FlowKey, FlowStats, HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_PATTERNS,
+    Class, Counter, FlowKey, FlowStats, HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_PATTERNS,
 };
+
+const IPPROTO_TCP: u8 = 6;
 
 /// One flow's (or a group of flows') growth since the previous read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,7 +29,24 @@ pub struct Growth {
     pub http_requests: [u64; HTTP_METHOD_SLOTS],
     pub http_responses: [u64; HTTP_STATUS_CLASSES],
     pub pattern_hits: [u64; MAX_PATTERNS],
+    /// Inner TCP connections judged failed in this read: a SYN and, for
+    /// `CONNECT_TIMEOUT_NS`, no ACK on the flow (each counted once).
+    pub tcp_connect_failures: u64,
+    /// Inner TCP flows on which a reset was first seen in this read.
+    pub tcp_resets: u64,
 }
+
+/// A connection whose SYN has had no answer for this long has failed: the
+/// kernel's own connect retries SYNs at 1, 3 and 7 s, and no healthy
+/// overlay takes seconds to answer one.
+pub const CONNECT_TIMEOUT_NS: u64 = 5_000_000_000;
+
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+/// `Seen::tcp` bits: what was already counted of the flow.
+const COUNTED_FAILURE: u8 = 1;
+const COUNTED_RESET: u8 = 2;
 
 impl Growth {
     pub fn is_zero(&self) -> bool {
@@ -39,6 +58,8 @@ impl AddAssign<&Growth> for Growth {
     fn add_assign(&mut self, o: &Growth) {
         self.packets += o.packets;
         self.bytes += o.bytes;
+        self.tcp_connect_failures += o.tcp_connect_failures;
+        self.tcp_resets += o.tcp_resets;
         for (a, b) in self.http_requests.iter_mut().zip(o.http_requests) {
             *a += b;
         }
@@ -74,6 +95,8 @@ struct Seen {
     extra: Option<Box<[u32; EXTRA]>>,
     /// The read that last saw it; older entries are gone from the table.
     pass: u32,
+    /// `COUNTED_*` bits.
+    tcp: u8,
 }
 
 /// The keys of `Aggregator::flows` are already hashes.
@@ -125,9 +148,10 @@ impl Aggregator {
         self.flows.is_empty()
     }
 
-    /// The growth of one flow of the current read. Call `end_read` once
-    /// every flow of the read went through here.
-    pub fn growth(&mut self, k: &FlowKey, now: &FlowStats) -> Growth {
+    /// The growth of one flow of the current read, `now_ns` being the
+    /// monotonic clock at the read. Call `end_read` once every flow of the
+    /// read went through here.
+    pub fn growth(&mut self, k: &FlowKey, now: &FlowStats, now_ns: u64) -> Growth {
         let h = self.hash.hash_one(k);
         let pass = self.pass;
         let now_extra = extra(now);
@@ -138,6 +162,7 @@ impl Aggregator {
             last_seen_ns: 0,
             extra: None,
             pass,
+            tcp: 0,
         });
         // Reads are exact (datapath/read.rs), so counters that went down
         // mean the table evicted the flow's entry. If everything read now
@@ -154,6 +179,7 @@ impl Aggregator {
             if all_new {
                 seen.packets = 0;
                 seen.bytes = 0;
+                seen.tcp = 0;
             } else {
                 seen.packets = now.packets;
                 seen.bytes = now.bytes;
@@ -166,6 +192,19 @@ impl Aggregator {
         seen.bytes = now.bytes;
         seen.last_seen_ns = now.last_seen_ns;
         seen.pass = pass;
+        if k.class == Class::Vxlan as u8 && k.inner_proto == IPPROTO_TCP {
+            let flags = now.tcp_flags;
+            if flags & TCP_RST != 0 && seen.tcp & COUNTED_RESET == 0 {
+                seen.tcp |= COUNTED_RESET;
+                g.tcp_resets = 1;
+            }
+            let unanswered = flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+                && now_ns.saturating_sub(now.first_seen_ns) >= CONNECT_TIMEOUT_NS;
+            if unanswered && seen.tcp & COUNTED_FAILURE == 0 {
+                seen.tcp |= COUNTED_FAILURE;
+                g.tcp_connect_failures = 1;
+            }
+        }
         if has_extra || seen.extra.is_some() {
             let before = seen.extra.as_deref().copied().unwrap_or([0; EXTRA]);
             let grew = |i: usize| now_extra[i].wrapping_sub(before[i]) as u64;
@@ -240,7 +279,7 @@ mod tests {
 
     /// One read of `table`: the growth of each flow in it.
     fn read(a: &mut Aggregator, table: &[(FlowKey, FlowStats)]) -> Vec<Growth> {
-        let g = table.iter().map(|(k, v)| a.growth(k, v)).collect();
+        let g = table.iter().map(|(k, v)| a.growth(k, v, 0)).collect();
         a.end_read();
         g
     }
@@ -287,6 +326,43 @@ mod tests {
         assert!(g[0].is_zero(), "the slot's 30 were counted already");
         let g = read(&mut a, &[(k, timed(40, 2, 50, 130))]);
         assert_eq!((g[0].packets, g[0].http_requests[1]), (5, 1));
+    }
+
+    #[test]
+    fn unanswered_syns_and_resets_are_counted_once_per_connection() {
+        let mut a = Aggregator::default();
+        let tcp = |sport| FlowKey {
+            class: Class::Vxlan as u8,
+            inner_proto: IPPROTO_TCP,
+            inner_sport: sport,
+            ..FlowKey::default()
+        };
+        let flags = |tcp_flags, packets| FlowStats {
+            packets,
+            first_seen_ns: 1_000,
+            last_seen_ns: 1_000,
+            tcp_flags,
+            ..FlowStats::default()
+        };
+        let sec = 1_000_000_000;
+        let mut at = |ns, table: &[(FlowKey, FlowStats)]| {
+            let g: Vec<Growth> = table.iter().map(|(k, v)| a.growth(k, v, ns)).collect();
+            a.end_read();
+            g.iter()
+                .map(|g| (g.tcp_connect_failures, g.tcp_resets))
+                .collect::<Vec<_>>()
+        };
+        let (syn, answered, refused) = (
+            (tcp(1), flags(TCP_SYN, 3)),
+            (tcp(2), flags(TCP_SYN | TCP_ACK, 5)),
+            (tcp(3), flags(TCP_RST | TCP_ACK, 1)),
+        );
+        let table = [syn, answered, refused];
+        // Within the timeout a lone SYN is still waiting; the reset counts.
+        assert_eq!(at(2 * sec, &table), [(0, 0), (0, 0), (0, 1)]);
+        // Past it, the lone SYN failed, once; nothing is counted twice.
+        assert_eq!(at(6 * sec, &table), [(1, 0), (0, 0), (0, 0)]);
+        assert_eq!(at(9 * sec, &table), [(0, 0), (0, 0), (0, 0)]);
     }
 
     #[test]

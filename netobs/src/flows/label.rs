@@ -187,6 +187,19 @@ impl<'a> Labeler<'a> {
         .to_owned()
     }
 
+    /// A node's name: its hostname where the engine tells it, else its
+    /// address.
+    pub fn node_name(&self, ip: IpAddr) -> String {
+        self.peer(ip).to_string()
+    }
+
+    /// The network with VNI `vni` and the endpoint holding `ip` on it.
+    pub fn endpoint(&self, vni: u32, ip: IpAddr) -> Option<(&'a Network, &'a Endpoint)> {
+        let net = self.networks.get(&vni).copied()?;
+        let e = self.endpoints.get(&(net.id.as_str(), ip)).copied()?;
+        Some((net, e))
+    }
+
     /// The labels of a raw flow-table key, without decoding the flow.
     pub fn label_key(&self, k: &FlowKey) -> LabelRefs<'a> {
         let vxlan = k.class == Class::Vxlan as u8;

@@ -4,6 +4,7 @@ pub mod aggregate;
 mod flow;
 pub mod label;
 
+pub(crate) use flow::addr;
 pub use flow::{unix_now, Clock, Flow, FlowKeyView, SortKey, STATUS_CLASS_NAMES};
 
 use std::collections::{BTreeMap, BinaryHeap};

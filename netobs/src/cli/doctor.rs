@@ -1,0 +1,104 @@
+//! `netobs doctor`: the overlay's health as the agent sees it. Exit status
+//! 0: healthy; 1: findings to act on; 2: could not run.
+use std::{fmt::Write, net::SocketAddr, process::ExitCode};
+
+use anyhow::Result;
+use clap::Args;
+
+use super::client;
+use crate::{
+    agent::DEFAULT_METRICS_ADDR,
+    api::{HealthEndpoint, OverlayHealth},
+    doctor,
+};
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The agent's --metrics-addr
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    agent: SocketAddr,
+    /// One JSON document
+    #[arg(long)]
+    json: bool,
+    /// Only this peer node (its name or address)
+    #[arg(long, value_name = "NODE")]
+    peer: Option<String>,
+    /// Only service pairs with this service at either end
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+}
+
+/// Keeps what `--peer` and `--service` ask for.
+fn only(mut h: OverlayHealth, args: &DoctorArgs) -> OverlayHealth {
+    if let Some(p) = &args.peer {
+        h.peers.retain(|x| &x.peer == p || x.addr.to_string() == *p);
+        h.findings.retain(|f| f.peer.as_ref() == Some(p));
+        h.pairs.clear();
+    }
+    if let Some(s) = &args.service {
+        h.pairs
+            .retain(|x| &x.src_service == s || &x.dst_service == s);
+        h.peers.clear();
+        h.findings.retain(|f| {
+            f.services
+                .as_deref()
+                .is_some_and(|pair| pair.split(" -> ").any(|x| x == s))
+        });
+    }
+    h
+}
+
+fn text(h: &OverlayHealth) -> String {
+    let mut out = String::new();
+    for p in &h.peers {
+        let _ = writeln!(
+            out,
+            "peer {} ({}): VXLAN out {} packets, in {}; {} TCP connections unanswered (last {} s)",
+            p.peer, p.addr, p.packets_out, p.packets_in, p.connect_failures, h.window_secs
+        );
+    }
+    for p in &h.pairs {
+        let _ = writeln!(
+            out,
+            "{}: {} -> {}: {} connect failures, {} resets in the last {} min ({} and {} since \
+             the agent started)",
+            p.network,
+            p.src_service,
+            p.dst_service,
+            p.recent_connect_failures,
+            p.recent_resets,
+            doctor::RECENT_SECS as u64 / 60,
+            p.connect_failures,
+            p.resets
+        );
+    }
+    for n in &h.not_checked {
+        let _ = writeln!(out, "not checked: {n}");
+    }
+    if doctor::exit_code(h) == 0 {
+        let _ = writeln!(out, "no findings to act on: the overlay looks healthy");
+    }
+    if !h.findings.is_empty() {
+        let _ = writeln!(out, "findings:");
+        for f in &h.findings {
+            let _ = writeln!(out, "  {:<8} {:<20} {}", f.severity, f.kind, f.message);
+        }
+    }
+    out
+}
+
+pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
+    let h = match client::fetch::<HealthEndpoint>(args.agent) {
+        Ok(h) => only(h, &args),
+        Err(e) => {
+            eprintln!("netobs: error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&h)?);
+    } else {
+        print!("{}", text(&h));
+    }
+    Ok(ExitCode::from(doctor::exit_code(&h)))
+}
