@@ -37,6 +37,11 @@ pub struct Meta {
     pub payload_len: usize,
     pub inner_tcp: bool,
     pub tcp_flags: u8,
+    /// Non-zero when the outer datagram is fragmented (VXLAN on a
+    /// data-path port): its raw flag and offset bits, not a bool, so that
+    /// the verifier keeps one state for both cases through everything
+    /// after the parse (a 0/1 it knows exactly doubles the paths).
+    pub outer_fragment: u16,
     pub esp_seq: u32,
 }
 
@@ -49,6 +54,8 @@ struct L3 {
     end: usize,
     /// Part of a fragmented datagram: the transport length cannot be checked.
     fragmented: bool,
+    /// Non-zero when fragmented (IPv4: the MF flag and offset bits).
+    frag_bits: u16,
     /// A later fragment: no transport header at all.
     tail: bool,
 }
@@ -158,6 +165,7 @@ fn ipv4<P: Packet>(pkt: &P, off: usize, limit: usize) -> Step<L3> {
         l4: off + hlen,
         end,
         fragmented: frag & 0x3fff != 0,
+        frag_bits: frag & 0x3fff,
         tail: frag & 0x1fff != 0,
     })
 }
@@ -222,6 +230,7 @@ fn ipv6<P: Packet>(pkt: &P, off: usize, limit: usize) -> Step<L3> {
         l4,
         end,
         fragmented,
+        frag_bits: u16::from(fragmented),
         tail,
     })
 }
@@ -270,6 +279,7 @@ fn udp<P: Packet>(pkt: &P, cfg: &Cfg, ip: &L3, key: &mut FlowKey, meta: &mut Met
     };
     let payload = ip.l4 + 8;
     if is_data_path_port(cfg, dport) {
+        meta.outer_fragment = ip.frag_bits;
         return vxlan(pkt, payload, end, key, meta);
     }
     if dport == ESP_IN_UDP_PORT || sport == ESP_IN_UDP_PORT {
@@ -322,6 +332,12 @@ fn vxlan<P: Packet>(
     }
     key.class = Class::Vxlan as u8;
     key.vni_or_spi = h.be32(4) >> 8;
+    // The first fragment of a datagram the underlay split holds a cut inner
+    // frame whose lengths overrun it: VXLAN all the same, keyed by its
+    // outer ends and VNI only.
+    if meta.outer_fragment != 0 {
+        return Ok(Class::Vxlan);
+    }
     inner(pkt, off + VXLAN_HLEN, end, key, meta)?;
     Ok(Class::Vxlan)
 }

@@ -245,6 +245,7 @@ fn flow(class: Class, direction: &str, far: IpAddr, first: f64, last: f64) -> La
             http_responses: BTreeMap::new(),
             pattern_hits: BTreeMap::new(),
             tcp_flags: None,
+            outer_fragments: 0,
         },
         labels: FlowLabels {
             network: String::new(),

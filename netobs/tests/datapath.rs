@@ -202,6 +202,45 @@ fn vxlan_reads_vni_and_inner_tuple() {
     assert!(f.http_requests.is_empty(), "\"hello\" is not HTTP");
 }
 
+/// VXLAN whose outer datagram is the first of its fragments (the underlay's
+/// MTU below the overlay's + 50) is VXLAN, counted as a fragment on a flow
+/// of its outer ends and VNI (its inner frame is cut: a real one overruns
+/// the fragment, so it is not parsed); the later fragments (no UDP header)
+/// are other traffic.
+#[test]
+fn fragmented_vxlan_is_counted_on_its_flow() {
+    require_root!();
+    let mut h = Harness::default();
+    let whole = http_in_vxlan(4097, b"hello");
+    assert_eq!(h.classify(&whole), Class::Vxlan);
+    let mut first = whole.clone();
+    // Outer IPv4 flags: more fragments, offset 0.
+    first[14 + 6] = 0x20;
+    assert_eq!(h.classify(&first), Class::Vxlan);
+    let mut later = whole.clone();
+    // Offset 185 (1480 bytes): no UDP header in this one.
+    later[14 + 6] = 0x00;
+    later[14 + 7] = 185;
+    assert_eq!(h.classify(&later), Class::Other);
+    // A real first fragment: the inner IPv4 says 1450 bytes, the fragment
+    // holds fewer.
+    let mut cut = first.clone();
+    let inner_total = 14 + 20 + 8 + 8 + 14 + 2;
+    cut[inner_total..inner_total + 2].copy_from_slice(&1450u16.to_be_bytes());
+    assert_eq!(h.classify(&cut), Class::Vxlan);
+    let flows = h.flows();
+    assert_eq!(flows.len(), 2, "{flows:#?}");
+    let whole = flows.iter().find(|f| f.inner_src.is_some()).expect("whole");
+    let frag = flows
+        .iter()
+        .find(|f| f.inner_src.is_none())
+        .expect("fragments");
+    // TC and XDP each: one whole datagram; two first fragments.
+    assert_eq!((whole.packets, whole.outer_fragments), (2, 0));
+    assert_eq!((frag.packets, frag.outer_fragments), (4, 4));
+    assert_eq!(frag.vni, Some(4097));
+}
+
 #[test]
 fn vxlan_under_vlan_tags_and_ipv6() {
     require_root!();

@@ -410,7 +410,11 @@ pub struct FlowStats {
     pub esp_seq: u32,
     /// OR of the inner TCP flags seen.
     pub tcp_flags: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// VXLAN: packets that were the first fragment of an outer IP datagram
+    /// (the underlay's MTU is below the overlay's + 50), wrapping: the
+    /// agent reads its growth, far below 65536 a second.
+    pub outer_fragments: u16,
 }
 
 pub const EVENT_NEW_FLOW: u8 = 1;

@@ -47,9 +47,17 @@ pub struct Flow {
     /// Matches by `--pattern`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pattern_hits: BTreeMap<String, u64>,
+    /// VXLAN packets that were the first fragment of an outer datagram
+    /// (counted modulo 65536).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub outer_fragments: u64,
     /// Inner TCP only: every flag seen, OR-ed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<u8>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The labels of one overlay flow.

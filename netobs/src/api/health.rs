@@ -13,14 +13,16 @@ use super::Severity;
 #[serde(rename_all = "snake_case")]
 pub enum HealthKind {
     DataPathOneWay,
+    MtuFragmentation,
     VxlanMisdirected,
     TcpConnectFailures,
     TcpResets,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 4] = [
+    pub const ALL: [HealthKind; 5] = [
         HealthKind::DataPathOneWay,
+        HealthKind::MtuFragmentation,
         HealthKind::VxlanMisdirected,
         HealthKind::TcpConnectFailures,
         HealthKind::TcpResets,
@@ -29,6 +31,7 @@ impl HealthKind {
     pub fn name(self) -> &'static str {
         match self {
             HealthKind::DataPathOneWay => "data_path_one_way",
+            HealthKind::MtuFragmentation => "mtu_fragmentation",
             HealthKind::VxlanMisdirected => "vxlan_misdirected",
             HealthKind::TcpConnectFailures => "tcp_connect_failures",
             HealthKind::TcpResets => "tcp_resets",
@@ -38,6 +41,7 @@ impl HealthKind {
     pub fn severity(self) -> Severity {
         match self {
             HealthKind::DataPathOneWay | HealthKind::VxlanMisdirected => Severity::Critical,
+            HealthKind::MtuFragmentation => Severity::Warning,
             HealthKind::TcpConnectFailures => Severity::Warning,
             HealthKind::TcpResets => Severity::Info,
         }
@@ -51,6 +55,14 @@ impl HealthKind {
                  nothing has come back from it for the last 30 s: the data-path port (UDP 4789 \
                  or the swarm's) is dropped on the way or at the peer (firewall, security \
                  group). Open the port both ways between all nodes"
+            }
+            HealthKind::MtuFragmentation => {
+                "VXLAN between two nodes travels as IP fragments: the underlay's MTU is below \
+                 the overlay network's MTU + 50 bytes of encapsulation. Fragments cost, and \
+                 clouds and firewalls that drop them make a black hole where small packets \
+                 pass and full-size ones vanish. Create the network with `--opt \
+                 com.docker.network.driver.mtu=` the underlay's MTU - 50 (or raise the \
+                 underlay's)"
             }
             HealthKind::VxlanMisdirected => {
                 "VXLAN for a task is sent to another node than the one running it, for over \

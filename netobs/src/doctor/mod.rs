@@ -8,9 +8,12 @@
 //!   it is for (a stale forwarding entry), for longer than a task takes to
 //!   move.
 //! - TCP per service pair: connections whose SYN got no answer, resets.
+//! - Fragmented VXLAN: the underlay's MTU below the overlay's + 50 (the
+//!   one kernel addition: a count of first fragments per flow, a store in
+//!   the parser and a branch in the flow update).
 //!
-//! Not checked (said in every answer): path-MTU black holes, broken
-//! checksum offload, the kernel's drops with their reason.
+//! Not checked (said in every answer): ICMP too-big from beyond this node,
+//! broken checksum offload, the kernel's drops with their reason.
 pub mod kinds;
 
 use std::{
@@ -20,9 +23,10 @@ use std::{
 
 use crate::{
     api::{HealthFinding, HealthKind, OverlayHealth, PairHealth, PeerHealth, Severity},
+    inventory::{Inventory, MTU_OPTION},
     poll::{Misdirected, PeerGrowth, Read},
 };
-use netobs_common::Class;
+use netobs_common::{Class, Direction};
 
 /// The window of the per-peer figures: long enough for a few connection
 /// attempts and their retries, short enough that a fixed firewall clears
@@ -38,7 +42,8 @@ pub const RECENT_SECS: f64 = 300.0;
 const MAX_MISDIRECTED: usize = 256;
 
 pub const NOT_CHECKED: [&str; 3] = [
-    "path MTU (fragments and ICMP too-big of overlay traffic): not watched yet",
+    "path MTU beyond this node (ICMP fragmentation-needed and packet-too-big quoting overlay \
+     traffic): not watched yet",
     "checksum offload (inner checksums arriving wrong): not verified yet",
     "kernel drops of overlay packets by reason (skb:kfree_skb): not traced yet",
 ];
@@ -47,6 +52,15 @@ pub const NOT_CHECKED: [&str; 3] = [
 type Pair = (String, String, String);
 /// One read's connect failures and resets per pair.
 type PairGrowth = Vec<(Pair, u64, u64)>;
+/// (network, peer node, egress) -> fragmented VXLAN packets and the
+/// interface they crossed.
+type Fragments = BTreeMap<(String, String, bool), (u64, u32)>;
+
+/// The default MTU of an overlay network (Docker's, for a 1500-byte
+/// underlay).
+const DEFAULT_OVERLAY_MTU: u32 = 1450;
+/// What VXLAN adds: outer IPv4, UDP, VXLAN and the inner Ethernet header.
+const VXLAN_OVERHEAD: u32 = 50;
 
 struct Misdirection {
     first: f64,
@@ -69,6 +83,8 @@ pub struct Doctor {
     /// ... and each read's, over the last `RECENT_SECS`.
     recent: VecDeque<(f64, PairGrowth)>,
     misdirected: HashMap<(String, IpAddr, IpAddr), Misdirection>,
+    /// Each read's fragmented VXLAN, over the window.
+    fragments: VecDeque<(f64, Fragments)>,
 }
 
 impl Doctor {
@@ -81,12 +97,40 @@ impl Doctor {
             last_in: HashMap::new(),
             pairs: BTreeMap::new(),
             recent: VecDeque::new(),
+            fragments: VecDeque::new(),
             misdirected: HashMap::new(),
         }
     }
 
     /// Takes in one read at `now` (Unix seconds); the health as of it.
-    pub fn observe(&mut self, read: &Read, now: f64) -> OverlayHealth {
+    /// `mtu` gives a watched interface's name and MTU by index; `inv` the
+    /// networks' own MTU.
+    pub fn observe(
+        &mut self,
+        read: &Read,
+        now: f64,
+        mtu: &dyn Fn(u32) -> Option<(String, u32)>,
+        inv: &Inventory,
+    ) -> OverlayHealth {
+        let mut frags = Fragments::new();
+        for g in read.groups.iter().filter(|g| g.growth.outer_fragments > 0) {
+            let e = frags
+                .entry((
+                    g.labels.network.clone(),
+                    g.labels.peer_node.clone(),
+                    g.direction == Direction::Egress,
+                ))
+                .or_insert((0, g.ifindex));
+            e.0 += g.growth.outer_fragments;
+        }
+        self.fragments.push_back((now, frags));
+        while self
+            .fragments
+            .front()
+            .is_some_and(|(t, _)| now - t > WINDOW_SECS)
+        {
+            self.fragments.pop_front();
+        }
         for (addr, p) in &read.peers {
             if p.packets_out > 0 {
                 self.last_out.insert(*addr, now);
@@ -144,10 +188,65 @@ impl Doctor {
             e.seen = m.clone();
         }
         self.misdirected.retain(|_, m| now - m.last <= WINDOW_SECS);
-        self.health(now)
+        self.health(now, mtu, inv)
     }
 
-    fn health(&self, now: f64) -> OverlayHealth {
+    /// The fragmentation findings: one per network and peer node.
+    fn fragmentation(
+        &self,
+        mtu: &dyn Fn(u32) -> Option<(String, u32)>,
+        inv: &Inventory,
+        findings: &mut Vec<HealthFinding>,
+    ) {
+        let mut sums: BTreeMap<(&str, &str), (u64, u64, u32)> = BTreeMap::new();
+        for (_, frags) in &self.fragments {
+            for ((network, peer, egress), (n, ifindex)) in frags {
+                let e = sums.entry((network, peer)).or_insert((0, 0, *ifindex));
+                if *egress {
+                    e.0 += n;
+                } else {
+                    e.1 += n;
+                }
+            }
+        }
+        for ((network, peer), (out, inn, ifindex)) in sums {
+            let net_mtu = inv
+                .network_by_name(network)
+                .and_then(|n| n.options.get(MTU_OPTION))
+                .and_then(|m| m.trim().parse().ok())
+                .unwrap_or(DEFAULT_OVERLAY_MTU);
+            let underlay = match mtu(ifindex) {
+                Some((name, m)) => format!(
+                    "the underlay's MTU ({name}: {m}) is below the network's ({net_mtu}) + \
+                     {VXLAN_OVERHEAD}; create it with --opt {MTU_OPTION}={} (or raise the \
+                     underlay's MTU)",
+                    m.saturating_sub(VXLAN_OVERHEAD)
+                ),
+                None => format!(
+                    "the path's MTU is below the network's ({net_mtu}) + {VXLAN_OVERHEAD}; \
+                     lower the network's ({MTU_OPTION}) or raise the underlay's"
+                ),
+            };
+            findings.push(HealthFinding {
+                kind: HealthKind::MtuFragmentation,
+                severity: HealthKind::MtuFragmentation.severity(),
+                peer: Some(peer.to_owned()),
+                network: Some(network.to_owned()),
+                services: None,
+                message: format!(
+                    "VXLAN on {network} with {peer} travels as IP fragments ({out} packets out, \
+                     {inn} in, in the last {WINDOW_SECS:.0} s): {underlay}"
+                ),
+            });
+        }
+    }
+
+    fn health(
+        &self,
+        now: f64,
+        mtu: &dyn Fn(u32) -> Option<(String, u32)>,
+        inv: &Inventory,
+    ) -> OverlayHealth {
         let mut sums: BTreeMap<IpAddr, PeerHealth> = BTreeMap::new();
         for (_, peers) in &self.window {
             for (addr, p) in peers {
@@ -166,6 +265,7 @@ impl Doctor {
             }
         }
         let mut findings = Vec::new();
+        self.fragmentation(mtu, inv, &mut findings);
         let port = self
             .ports
             .iter()

@@ -95,7 +95,11 @@ impl Exporter {
         self.export_counters(read, ifaces);
         let raised = self.export_groups(&read.groups, ifaces, patterns, inv);
         self.export_health(read, ifaces, inv);
-        let health = self.doctor.observe(read, unix_now());
+        let mtu = |ifindex: u32| {
+            let name = &ifaces.iter().find(|i| i.2 == ifindex)?.1;
+            Some((name.clone(), crate::datapath::attach::mtu(name)?))
+        };
+        let health = self.doctor.observe(read, unix_now(), &mtu, inv);
         self.export_overlay_health(read, &health);
         let snapshot = &read.snapshot;
         let flows = snapshot
@@ -189,6 +193,11 @@ impl Exporter {
                     g.pattern_hits[i],
                 );
             }
+            m.inc(
+                &metrics::OVERLAY_FRAGMENTS,
+                &[&l.network, &l.peer_node, grp.direction.name()],
+                g.outer_fragments,
+            );
             let pair = [l.network.as_str(), &l.src_service, &l.dst_service];
             m.inc(
                 &metrics::TCP_CONNECT_FAILURES,

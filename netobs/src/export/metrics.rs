@@ -166,6 +166,13 @@ metric!(
     "1 while VXLAN leaves for a peer node, TCP to it gets no answer and nothing comes back from it (30 s); 0 for the other peers seen."
 );
 metric!(
+    OVERLAY_FRAGMENTS,
+    "netobs_overlay_fragmented_packets_total",
+    Counter,
+    ["network", "peer_node", "direction"],
+    "VXLAN packets that crossed as the first fragment of an outer IP datagram: the underlay's MTU is below the overlay's + 50."
+);
+metric!(
     VXLAN_MISDIRECTED,
     "netobs_vxlan_misdirected_packets_total",
     Counter,
@@ -195,6 +202,7 @@ pub const METRICS: &[MetricDef] = &[
     TCP_RESETS,
     DATA_PATH_ONE_WAY,
     VXLAN_MISDIRECTED,
+    OVERLAY_FRAGMENTS,
 ];
 
 /// Label value that stands in for everything past the series cap.

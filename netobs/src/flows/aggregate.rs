@@ -34,6 +34,9 @@ pub struct Growth {
     pub tcp_connect_failures: u64,
     /// Inner TCP flows on which a reset was first seen in this read.
     pub tcp_resets: u64,
+    /// VXLAN packets that left or came as the first fragment of an outer
+    /// IP datagram.
+    pub outer_fragments: u64,
 }
 
 /// A connection whose SYN has had no answer for this long has failed: the
@@ -60,6 +63,7 @@ impl AddAssign<&Growth> for Growth {
         self.bytes += o.bytes;
         self.tcp_connect_failures += o.tcp_connect_failures;
         self.tcp_resets += o.tcp_resets;
+        self.outer_fragments += o.outer_fragments;
         for (a, b) in self.http_requests.iter_mut().zip(o.http_requests) {
             *a += b;
         }
@@ -97,6 +101,8 @@ struct Seen {
     pass: u32,
     /// `COUNTED_*` bits.
     tcp: u8,
+    /// The flow's wrapping count of outer fragments.
+    fragments: u16,
 }
 
 /// The keys of `Aggregator::flows` are already hashes.
@@ -163,6 +169,7 @@ impl Aggregator {
             extra: None,
             pass,
             tcp: 0,
+            fragments: 0,
         });
         // Reads are exact (datapath/read.rs), so counters that went down
         // mean the table evicted the flow's entry. If everything read now
@@ -180,9 +187,11 @@ impl Aggregator {
                 seen.packets = 0;
                 seen.bytes = 0;
                 seen.tcp = 0;
+                seen.fragments = 0;
             } else {
                 seen.packets = now.packets;
                 seen.bytes = now.bytes;
+                seen.fragments = now.outer_fragments;
                 seen.extra = Some(Box::new(now_extra));
             }
         }
@@ -192,6 +201,8 @@ impl Aggregator {
         seen.bytes = now.bytes;
         seen.last_seen_ns = now.last_seen_ns;
         seen.pass = pass;
+        g.outer_fragments = u64::from(now.outer_fragments.wrapping_sub(seen.fragments));
+        seen.fragments = now.outer_fragments;
         if k.class == Class::Vxlan as u8 && k.inner_proto == IPPROTO_TCP {
             let flags = now.tcp_flags;
             if flags & TCP_RST != 0 && seen.tcp & COUNTED_RESET == 0 {

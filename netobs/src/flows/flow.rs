@@ -131,6 +131,7 @@ impl Flow {
             http_responses,
             pattern_hits,
             tcp_flags: (has_inner && k.inner_proto == 6).then_some(v.tcp_flags),
+            outer_fragments: u64::from(v.outer_fragments),
         }
     }
 

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 /// Docker's option for a network's VNI(s): "4097" or "4097,4098".
 pub const VXLAN_ID_OPTION: &str = "com.docker.network.driver.overlay.vxlanid_list";
+/// The option that sets an overlay network's MTU.
+pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 /// The option that asks for IPsec on a network.
 pub const ENCRYPTED_OPTION: &str = "encrypted";
 
