@@ -3,7 +3,7 @@
 //! `Err(class)` when the answer is already known (`Other` for traffic that is
 //! not overlay, `Malformed` for headers that are truncated or inconsistent).
 use netobs_common::{
-    Class, FlowKey, ENCAP_UDP, ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_IPV6, MAX_DATA_PATH_PORTS,
+    Class, FlowKey, ENCAP_FRAGMENT, ENCAP_UDP, ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_IPV6, MAX_DATA_PATH_PORTS,
 };
 
 use crate::{
@@ -37,11 +37,6 @@ pub struct Meta {
     pub payload_len: usize,
     pub inner_tcp: bool,
     pub tcp_flags: u8,
-    /// Non-zero when the outer datagram is fragmented (VXLAN on a
-    /// data-path port): its raw flag and offset bits, not a bool, so that
-    /// the verifier keeps one state for both cases through everything
-    /// after the parse (a 0/1 it knows exactly doubles the paths).
-    pub outer_fragment: u16,
     pub esp_seq: u32,
 }
 
@@ -54,8 +49,6 @@ struct L3 {
     end: usize,
     /// Part of a fragmented datagram: the transport length cannot be checked.
     fragmented: bool,
-    /// Non-zero when fragmented (IPv4: the MF flag and offset bits).
-    frag_bits: u16,
     /// A later fragment: no transport header at all.
     tail: bool,
 }
@@ -165,7 +158,6 @@ fn ipv4<P: Packet>(pkt: &P, off: usize, limit: usize) -> Step<L3> {
         l4: off + hlen,
         end,
         fragmented: frag & 0x3fff != 0,
-        frag_bits: frag & 0x3fff,
         tail: frag & 0x1fff != 0,
     })
 }
@@ -230,7 +222,6 @@ fn ipv6<P: Packet>(pkt: &P, off: usize, limit: usize) -> Step<L3> {
         l4,
         end,
         fragmented,
-        frag_bits: u16::from(fragmented),
         tail,
     })
 }
@@ -279,7 +270,9 @@ fn udp<P: Packet>(pkt: &P, cfg: &Cfg, ip: &L3, key: &mut FlowKey, meta: &mut Met
     };
     let payload = ip.l4 + 8;
     if is_data_path_port(cfg, dport) {
-        meta.outer_fragment = ip.frag_bits;
+        if ip.fragmented {
+            return vxlan_fragment(pkt, payload, end, key);
+        }
         return vxlan(pkt, payload, end, key, meta);
     }
     if dport == ESP_IN_UDP_PORT || sport == ESP_IN_UDP_PORT {
@@ -332,13 +325,22 @@ fn vxlan<P: Packet>(
     }
     key.class = Class::Vxlan as u8;
     key.vni_or_spi = h.be32(4) >> 8;
-    // The first fragment of a datagram the underlay split holds a cut inner
-    // frame whose lengths overrun it: VXLAN all the same, keyed by its
-    // outer ends and VNI only.
-    if meta.outer_fragment != 0 {
-        return Ok(Class::Vxlan);
-    }
     inner(pkt, off + VXLAN_HLEN, end, key, meta)?;
+    Ok(Class::Vxlan)
+}
+
+/// The first fragment of a VXLAN datagram the underlay split: its inner
+/// frame is cut (its lengths overrun the fragment), so it is VXLAN keyed by
+/// the outer ends and VNI only, marked as a fragment.
+#[inline(always)]
+fn vxlan_fragment<P: Packet>(pkt: &P, off: usize, end: usize, key: &mut FlowKey) -> Step<Class> {
+    let h = need::<_, VXLAN_HLEN>(pkt, off, end)?;
+    if h.u8(0) & VXLAN_FLAG_I == 0 {
+        return Err(Class::Malformed);
+    }
+    key.class = Class::Vxlan as u8;
+    key.vni_or_spi = h.be32(4) >> 8;
+    key.encap = ENCAP_FRAGMENT;
     Ok(Class::Vxlan)
 }
 

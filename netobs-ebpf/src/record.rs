@@ -128,13 +128,6 @@ fn flow<P: Packet>(pkt: &P, cfg: &Cfg, key: &FlowKey, meta: &Meta, packets: u64,
         if meta.tcp_flags & !(*stats).tcp_flags != 0 {
             (*stats).tcp_flags |= meta.tcp_flags;
         }
-        // 1 for a fragment, else 0, by arithmetic: a branch here would
-        // double the verifier's paths through the payload checks below.
-        // (The bits are below 0x4000.)
-        let fragment = (u32::from(meta.outer_fragment) + 0x3fff) >> 14;
-        (*stats).outer_fragments = (*stats)
-            .outer_fragments
-            .wrapping_add((u64::from(fragment) * packets) as u16);
     }
     if key.class == Class::Vxlan as u8 && meta.payload_len > 0 {
         // HTTP only where it can be: a TCP payload of 8 bytes or more whose
@@ -271,11 +264,6 @@ fn flush(slot: *mut CacheSlot) {
         }
         if (*s).tcp_flags & !(*table).tcp_flags != 0 {
             (*table).tcp_flags |= (*s).tcp_flags;
-        }
-        if (*s).outer_fragments != 0 {
-            (*table).outer_fragments = (*table)
-                .outer_fragments
-                .wrapping_add((*s).outer_fragments);
         }
         for i in 0..HTTP_METHOD_SLOTS {
             let v = (*s).http_requests[i];

@@ -294,6 +294,11 @@ pub const FAMILY_IPV6: u8 = 6;
 /// ESP carried directly in IP (protocol 50) or in UDP on port 4500.
 pub const ENCAP_NONE: u8 = 0;
 pub const ENCAP_UDP: u8 = 1;
+/// VXLAN: the first fragment of an outer datagram the underlay split (the
+/// underlay's MTU is below the overlay's + 50). Its inner frame is cut, so
+/// the flow is keyed by the outer ends and VNI only, apart from the whole
+/// datagrams of the same ends: its packets are the fragments.
+pub const ENCAP_FRAGMENT: u8 = 2;
 
 /// Flow table key. Addresses are 16 bytes; IPv4 uses the first 4 bytes and
 /// zeroes the rest (the family fields say which). 8-aligned, so that the
@@ -311,7 +316,8 @@ pub struct FlowKey {
     /// VXLAN: the VNI. ESP: the SPI.
     pub vni_or_spi: u32,
     pub inner_proto: u8,
-    /// ESP: `ENCAP_NONE` or `ENCAP_UDP`.
+    /// ESP: `ENCAP_NONE` or `ENCAP_UDP`; VXLAN: `ENCAP_NONE` or
+    /// `ENCAP_FRAGMENT`.
     pub encap: u8,
     pub _pad: [u8; 2],
     pub inner_src: [u8; 16],
@@ -410,11 +416,7 @@ pub struct FlowStats {
     pub esp_seq: u32,
     /// OR of the inner TCP flags seen.
     pub tcp_flags: u8,
-    pub _pad: u8,
-    /// VXLAN: packets that were the first fragment of an outer IP datagram
-    /// (the underlay's MTU is below the overlay's + 50), wrapping: the
-    /// agent reads its growth, far below 65536 a second.
-    pub outer_fragments: u16,
+    pub _pad: [u8; 3],
 }
 
 pub const EVENT_NEW_FLOW: u8 = 1;

@@ -47,8 +47,8 @@ pub struct Flow {
     /// Matches by `--pattern`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pattern_hits: BTreeMap<String, u64>,
-    /// VXLAN packets that were the first fragment of an outer datagram
-    /// (counted modulo 65536).
+    /// VXLAN packets that were the first fragment of an outer datagram (a
+    /// flow of fragments: its outer ends and VNI only).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub outer_fragments: u64,
     /// Inner TCP only: every flag seen, OR-ed.

@@ -361,5 +361,4 @@ pub fn merge(into: &mut FlowStats, s: &FlowStats) {
         *a = a.wrapping_add(b);
     }
     into.tcp_flags |= s.tcp_flags;
-    into.outer_fragments = into.outer_fragments.wrapping_add(s.outer_fragments);
 }

@@ -9,8 +9,9 @@
 //!   move.
 //! - TCP per service pair: connections whose SYN got no answer, resets.
 //! - Fragmented VXLAN: the underlay's MTU below the overlay's + 50 (the
-//!   one kernel addition: a count of first fragments per flow, a store in
-//!   the parser and a branch in the flow update).
+//!   one kernel addition: a first fragment is keyed as a flow of its own,
+//!   marked `ENCAP_FRAGMENT`, decided where the parser already looks at the
+//!   fragment bits; nothing else pays for it).
 //!
 //! Not checked (said in every answer): ICMP too-big from beyond this node,
 //! broken checksum offload, the kernel's drops with their reason.

@@ -16,7 +16,8 @@ use std::{
 };
 
 use netobs_common::{
-    Class, Counter, FlowKey, FlowStats, HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES, MAX_PATTERNS,
+    Class, Counter, FlowKey, FlowStats, ENCAP_FRAGMENT, HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES,
+    MAX_PATTERNS,
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -101,8 +102,6 @@ struct Seen {
     pass: u32,
     /// `COUNTED_*` bits.
     tcp: u8,
-    /// The flow's wrapping count of outer fragments.
-    fragments: u16,
 }
 
 /// The keys of `Aggregator::flows` are already hashes.
@@ -169,7 +168,6 @@ impl Aggregator {
             extra: None,
             pass,
             tcp: 0,
-            fragments: 0,
         });
         // Reads are exact (datapath/read.rs), so counters that went down
         // mean the table evicted the flow's entry. If everything read now
@@ -187,11 +185,9 @@ impl Aggregator {
                 seen.packets = 0;
                 seen.bytes = 0;
                 seen.tcp = 0;
-                seen.fragments = 0;
             } else {
                 seen.packets = now.packets;
                 seen.bytes = now.bytes;
-                seen.fragments = now.outer_fragments;
                 seen.extra = Some(Box::new(now_extra));
             }
         }
@@ -201,8 +197,9 @@ impl Aggregator {
         seen.bytes = now.bytes;
         seen.last_seen_ns = now.last_seen_ns;
         seen.pass = pass;
-        g.outer_fragments = u64::from(now.outer_fragments.wrapping_sub(seen.fragments));
-        seen.fragments = now.outer_fragments;
+        if k.class == Class::Vxlan as u8 && k.encap == ENCAP_FRAGMENT {
+            g.outer_fragments = g.packets;
+        }
         if k.class == Class::Vxlan as u8 && k.inner_proto == IPPROTO_TCP {
             let flags = now.tcp_flags;
             if flags & TCP_RST != 0 && seen.tcp & COUNTED_RESET == 0 {

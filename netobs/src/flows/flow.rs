@@ -5,7 +5,8 @@ use std::{
 };
 
 use netobs_common::{
-    Class, Direction, FlowKey, FlowStats, HttpMethod, ENCAP_UDP, FAMILY_IPV4, FAMILY_IPV6,
+    Class, Direction, FlowKey, FlowStats, HttpMethod, ENCAP_FRAGMENT, ENCAP_UDP, FAMILY_IPV4,
+    FAMILY_IPV6,
 };
 
 pub use crate::api::Flow;
@@ -131,7 +132,11 @@ impl Flow {
             http_responses,
             pattern_hits,
             tcp_flags: (has_inner && k.inner_proto == 6).then_some(v.tcp_flags),
-            outer_fragments: u64::from(v.outer_fragments),
+            outer_fragments: if vxlan && k.encap == ENCAP_FRAGMENT {
+                v.packets
+            } else {
+                0
+            },
         }
     }
 
