@@ -3,7 +3,8 @@
 //! `Err(class)` when the answer is already known (`Other` for traffic that is
 //! not overlay, `Malformed` for headers that are truncated or inconsistent).
 use netobs_common::{
-    Class, FlowKey, ENCAP_FRAGMENT, ENCAP_UDP, ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_IPV6, MAX_DATA_PATH_PORTS,
+    Class, FlowKey, ENCAP_FRAGMENT, ENCAP_UDP, ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_IPV6,
+    MAX_DATA_PATH_PORTS,
 };
 
 use crate::{
