@@ -195,8 +195,11 @@ fn ipv6<P: Packet>(pkt: &P, off: usize, limit: usize) -> Step<L3> {
             44 => {
                 let e = need::<_, 4>(pkt, l4, end)?;
                 next = e.u8(0);
-                fragmented = true;
-                tail = e.be16(2) >> 3 != 0;
+                // Offset or more-fragments: an atomic fragment (offset 0,
+                // M clear) is a whole datagram.
+                let off_m = e.be16(2);
+                fragmented = off_m & 0xfff9 != 0;
+                tail = off_m >> 3 != 0;
                 8
             }
             // Authentication header: (len + 2) * 4.

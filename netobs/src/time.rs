@@ -21,3 +21,9 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// `CLOCK_MONOTONIC` in seconds, for windows that a step of the wall clock
+/// must not stretch.
+pub fn monotonic_secs() -> f64 {
+    monotonic_ns() as f64 / 1e9
+}

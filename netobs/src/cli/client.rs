@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use crate::api::{self, Doc, Endpoint};
 
+const MAX_ANSWER: u64 = 256 << 20;
+
 /// The body of an HTTP 200 answer to `GET path`.
 pub fn get(agent: SocketAddr, path: &str) -> Result<String> {
     let no_agent = || {
@@ -26,8 +28,16 @@ pub fn get(agent: SocketAddr, path: &str) -> Result<String> {
         s,
         "GET {path} HTTP/1.1\r\nHost: {agent}\r\nConnection: close\r\n\r\n"
     )?;
+    // Bounded: an answer larger than any the agent sends (1,000 flows are
+    // a few MiB) is not read to its end.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).with_context(no_agent)?;
+    (&mut s)
+        .take(MAX_ANSWER)
+        .read_to_end(&mut raw)
+        .with_context(no_agent)?;
+    if raw.len() as u64 >= MAX_ANSWER {
+        bail!("the agent at {agent} sent more than {MAX_ANSWER} bytes for {path}");
+    }
     let text = String::from_utf8_lossy(&raw);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         bail!("the agent at {agent} sent no HTTP answer");

@@ -32,7 +32,14 @@ pub struct DoctorArgs {
 fn only(mut h: OverlayHealth, args: &DoctorArgs) -> OverlayHealth {
     if let Some(p) = &args.peer {
         h.peers.retain(|x| &x.peer == p || x.addr.to_string() == *p);
-        h.findings.retain(|f| f.peer.as_ref() == Some(p));
+        // Findings name a peer as the peers list does: given an address,
+        // keep its name's findings too.
+        let names: Vec<String> = h.peers.iter().map(|x| x.peer.clone()).collect();
+        h.findings.retain(|f| {
+            f.peer
+                .as_ref()
+                .is_some_and(|fp| fp == p || names.contains(fp))
+        });
         h.pairs.clear();
     }
     if let Some(s) = &args.service {

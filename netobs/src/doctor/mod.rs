@@ -39,6 +39,10 @@ pub const MISDIRECTED_GRACE_SECS: f64 = 10.0;
 /// TCP findings cover this much: a failure an hour ago is history (the
 /// metrics keep it), not a finding.
 pub const RECENT_SECS: f64 = 300.0;
+/// Service pairs kept with their totals before quiet ones are dropped.
+const MAX_PAIRS: usize = 4096;
+/// Reads without a misdirected packet for this long end a misdirection.
+const MISDIRECTED_GAP_SECS: f64 = 5.0;
 /// Misdirections remembered at once.
 const MAX_MISDIRECTED: usize = 256;
 
@@ -83,7 +87,8 @@ pub struct Doctor {
     pairs: BTreeMap<Pair, (u64, u64)>,
     /// ... and each read's, over the last `RECENT_SECS`.
     recent: VecDeque<(f64, PairGrowth)>,
-    misdirected: HashMap<(String, IpAddr, IpAddr), Misdirection>,
+    /// (network, task, node it went to).
+    misdirected: HashMap<(String, String, IpAddr), Misdirection>,
     /// Each read's fragmented VXLAN, over the window.
     fragments: VecDeque<(f64, Fragments)>,
 }
@@ -103,7 +108,9 @@ impl Doctor {
         }
     }
 
-    /// Takes in one read at `now` (Unix seconds); the health as of it.
+    /// Takes in one read at `now` (seconds of the monotonic clock: a step
+    /// of the wall clock must not stretch or empty the windows); the health
+    /// as of it.
     /// `mtu` gives a watched interface's name and MTU by index; `inv` the
     /// networks' own MTU.
     pub fn observe(
@@ -144,7 +151,7 @@ impl Doctor {
         while self
             .window
             .front()
-            .is_some_and(|(t, _)| now - t > WINDOW_SECS)
+            .is_some_and(|(t, _)| now - t >= WINDOW_SECS)
         {
             self.window.pop_front();
         }
@@ -174,7 +181,7 @@ impl Doctor {
             self.recent.pop_front();
         }
         for m in &read.misdirected {
-            let key = (m.network.clone(), m.task_node, m.sent_to);
+            let key = (m.network.clone(), m.task.clone(), m.sent_to);
             if self.misdirected.len() >= MAX_MISDIRECTED && !self.misdirected.contains_key(&key) {
                 continue;
             }
@@ -184,11 +191,30 @@ impl Doctor {
                 packets: 0,
                 seen: m.clone(),
             });
+            // A pause starts it over: two brief misdirections (tasks moving
+            // one after the other) do not add up to one that lasts.
+            if now - e.last > MISDIRECTED_GAP_SECS {
+                e.first = now;
+                e.packets = 0;
+            }
             e.last = now;
             e.packets += m.packets;
             e.seen = m.clone();
         }
         self.misdirected.retain(|_, m| now - m.last <= WINDOW_SECS);
+        // Bounded: a peer silent for the recent window is forgotten (a flood
+        // of spoofed sources must not grow these), and past MAX_PAIRS the
+        // pairs with nothing recent go.
+        self.last_out.retain(|_, t| now - *t <= RECENT_SECS);
+        self.last_in.retain(|_, t| now - *t <= RECENT_SECS);
+        if self.pairs.len() > MAX_PAIRS {
+            let recent: std::collections::HashSet<&Pair> = self
+                .recent
+                .iter()
+                .flat_map(|(_, r)| r.iter().map(|(k, _, _)| k))
+                .collect();
+            self.pairs.retain(|k, _| recent.contains(k));
+        }
         self.health(now, mtu, inv)
     }
 
@@ -216,7 +242,9 @@ impl Doctor {
                 .and_then(|n| n.options.get(MTU_OPTION))
                 .and_then(|m| m.trim().parse().ok())
                 .unwrap_or(DEFAULT_OVERLAY_MTU);
-            let underlay = match mtu(ifindex) {
+            // This node's interface is named only when it is the one too
+            // small; fragments that only arrive may come from the peer's.
+            let underlay = match mtu(ifindex).filter(|(_, m)| *m < net_mtu + VXLAN_OVERHEAD) {
                 Some((name, m)) => format!(
                     "the underlay's MTU ({name}: {m}) is below the network's ({net_mtu}) + \
                      {VXLAN_OVERHEAD}; create it with --opt {MTU_OPTION}={} (or raise the \
@@ -224,8 +252,9 @@ impl Doctor {
                     m.saturating_sub(VXLAN_OVERHEAD)
                 ),
                 None => format!(
-                    "the path's MTU is below the network's ({net_mtu}) + {VXLAN_OVERHEAD}; \
-                     lower the network's ({MTU_OPTION}) or raise the underlay's"
+                    "the MTU of {peer}'s underlay or of the path is below the network's \
+                     ({net_mtu}) + {VXLAN_OVERHEAD}; lower the network's ({MTU_OPTION}) or raise \
+                     the underlay's"
                 ),
             };
             findings.push(HealthFinding {
@@ -248,6 +277,8 @@ impl Doctor {
         mtu: &dyn Fn(u32) -> Option<(String, u32)>,
         inv: &Inventory,
     ) -> OverlayHealth {
+        // Times are kept on the monotonic clock and shown as Unix seconds.
+        let to_unix = crate::time::unix_now() - now;
         let mut sums: BTreeMap<IpAddr, PeerHealth> = BTreeMap::new();
         for (_, peers) in &self.window {
             for (addr, p) in peers {
@@ -257,8 +288,8 @@ impl Doctor {
                     packets_out: 0,
                     packets_in: 0,
                     connect_failures: 0,
-                    last_out: self.last_out.get(addr).copied(),
-                    last_in: self.last_in.get(addr).copied(),
+                    last_out: self.last_out.get(addr).map(|t| t + to_unix),
+                    last_in: self.last_in.get(addr).map(|t| t + to_unix),
                 });
                 e.packets_out += p.packets_out;
                 e.packets_in += p.packets_in;
@@ -277,9 +308,11 @@ impl Doctor {
         // starts, silence from a peer means nothing yet.
         let watched = now - self.started >= WINDOW_SECS;
         for p in sums.values() {
-            if watched && p.packets_out > 0 && p.packets_in == 0 && p.connect_failures > 0 {
+            // Two unanswered connections at least: one SYN to a task that
+            // is being stopped is no verdict on the data path.
+            if watched && p.packets_out > 0 && p.packets_in == 0 && p.connect_failures >= 2 {
                 let since = match p.last_in {
-                    Some(t) => format!("since {:.0} s ago", now - t),
+                    Some(t) => format!("since {:.0} s ago", now - (t - to_unix)),
                     None => "since the agent started".to_owned(),
                 };
                 findings.push(HealthFinding {

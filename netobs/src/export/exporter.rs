@@ -71,7 +71,7 @@ impl Exporter {
         Exporter {
             metrics,
             alerts,
-            doctor: Doctor::new(data_path.ports.clone(), unix_now()),
+            doctor: Doctor::new(data_path.ports.clone(), crate::time::monotonic_secs()),
             last_evictions: 0,
             last_rate_limited: 0,
             last_ring_full: 0,
@@ -99,7 +99,9 @@ impl Exporter {
             let name = &ifaces.iter().find(|i| i.2 == ifindex)?.1;
             Some((name.clone(), crate::datapath::attach::mtu(name)?))
         };
-        let health = self.doctor.observe(read, unix_now(), &mtu, inv);
+        let health = self
+            .doctor
+            .observe(read, crate::time::monotonic_secs(), &mtu, inv);
         self.export_overlay_health(read, &health);
         let snapshot = &read.snapshot;
         let flows = snapshot

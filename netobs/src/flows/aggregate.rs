@@ -130,6 +130,9 @@ pub struct Aggregator {
     flows: HashMap<u64, Seen, BuildHasherDefault<PassThrough>>,
     pass: u32,
     counters: Vec<Counter>,
+    /// The first read: TCP verdicts found in it are history (flows a
+    /// pinned table kept across a restart), noted but not counted.
+    baseline: bool,
 }
 
 impl Default for Aggregator {
@@ -139,6 +142,7 @@ impl Default for Aggregator {
             flows: HashMap::default(),
             pass: 0,
             counters: Vec::new(),
+            baseline: true,
         }
     }
 }
@@ -204,13 +208,13 @@ impl Aggregator {
             let flags = now.tcp_flags;
             if flags & TCP_RST != 0 && seen.tcp & COUNTED_RESET == 0 {
                 seen.tcp |= COUNTED_RESET;
-                g.tcp_resets = 1;
+                g.tcp_resets = u64::from(!self.baseline);
             }
             let unanswered = flags & (TCP_SYN | TCP_ACK) == TCP_SYN
                 && now_ns.saturating_sub(now.first_seen_ns) >= CONNECT_TIMEOUT_NS;
             if unanswered && seen.tcp & COUNTED_FAILURE == 0 {
                 seen.tcp |= COUNTED_FAILURE;
-                g.tcp_connect_failures = 1;
+                g.tcp_connect_failures = u64::from(!self.baseline);
             }
         }
         if has_extra || seen.extra.is_some() {
@@ -242,6 +246,7 @@ impl Aggregator {
             self.flows.shrink_to_fit();
         }
         self.pass = self.pass.wrapping_add(1);
+        self.baseline = false;
     }
 
     /// Growth of each interface counter slot.
@@ -366,6 +371,9 @@ mod tests {
             (tcp(3), flags(TCP_RST | TCP_ACK, 1)),
         );
         let table = [syn, answered, refused];
+        // The first read is history: an old reset is not counted.
+        let old = (tcp(4), flags(TCP_RST, 1));
+        assert_eq!(at(sec, &[old]), [(0, 0)]);
         // Within the timeout a lone SYN is still waiting; the reset counts.
         assert_eq!(at(2 * sec, &table), [(0, 0), (0, 0), (0, 1)]);
         // Past it, the lone SYN failed, once; nothing is counted twice.
