@@ -19,7 +19,10 @@ use std::{
     time::Duration,
 };
 
-use netobs::datapath::{Datapath, Options};
+use netobs::{
+    api::RunReport,
+    datapath::{Datapath, Options},
+};
 use netobs_tests::{
     lab::{self, LabConfig, Process, TwoHostLab},
     link,
@@ -274,16 +277,13 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
             // carried since before the agent started is what it must have
             // counted.
             if let Some(last) = text.lines().rfind(|l| l.starts_with('{')) {
-                let j: Value = serde_json::from_str(last).unwrap_or(Value::Null);
-                let seen_dir = |d: &str| -> u64 {
-                    ["vxlan", "esp", "other", "malformed"]
-                        .map(|c| j["interfaces"][0][d][c]["packets"].as_u64().unwrap_or(0))
-                        .iter()
-                        .sum()
-                };
+                let report: RunReport =
+                    serde_json::from_str(last).expect("netobs run --json's last line");
+                let iface = &report.totals.interfaces[0];
+                let (seen_in, seen_out) = (iface.ingress.total(), iface.egress.total());
                 let end = link::stats(ns, dev).expect("link stats");
-                let rx = (end.rx_packets - start.rx_packets) as i64 - seen_dir("ingress") as i64;
-                let tx = (end.tx_packets - start.tx_packets) as i64 - seen_dir("egress") as i64;
+                let rx = (end.rx_packets - start.rx_packets) as i64 - seen_in.packets as i64;
+                let tx = (end.tx_packets - start.tx_packets) as i64 - seen_out.packets as i64;
                 if rx != 0 || tx != 0 {
                     eprintln!("{observer}: missed {rx} received, {tx} sent");
                 }
