@@ -24,13 +24,7 @@ pub use crate::time::unix_now;
 
 impl Clock {
     pub fn monotonic_now() -> Clock {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: ts is a valid out-pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
+        let mono = i128::from(crate::time::monotonic_ns());
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
