@@ -7,6 +7,9 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod checksum;
+mod drops;
+mod gossip;
 mod http;
 mod maps;
 mod matcher;
@@ -18,8 +21,8 @@ mod verifier;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_UNSPEC},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{classifier, raw_tracepoint, xdp},
+    programs::{RawTracePointContext, TcContext, XdpContext},
 };
 use netobs_common::Direction;
 
@@ -49,6 +52,13 @@ pub fn netobs_xdp(ctx: XdpContext) -> u32 {
     #[cfg(feature = "debug-log")]
     aya_log_ebpf::debug!(&ctx, "xdp: class {}", _class as u8);
     xdp_action::XDP_PASS
+}
+
+/// On `skb:kfree_skb`: overlay-path packets the kernel dropped, by reason.
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn netobs_kfree_skb(ctx: RawTracePointContext) -> i32 {
+    let _ = drops::observe(&ctx);
+    0
 }
 
 /// Never attached: the agent runs it (BPF_PROG_TEST_RUN) to pair the

@@ -2,12 +2,13 @@
 //! flow table and the matcher at load time.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     Global,
 };
 use netobs_common::{
-    CacheSlot, Config, Counter, FlowKey, FlowStats, MatcherEntry, RateLimit, COUNTER_SLOTS,
-    DEFAULT_FLOW_CACHE_SLOTS, MAX_IFINDEX, PAYLOAD_SCAN_LEN, STAT_COUNT,
+    CacheSlot, ChecksumKey, Config, Counter, DropKey, FlowKey, FlowStats, GossipKey, MatcherEntry,
+    RateLimit, COUNTER_SLOTS, DEFAULT_FLOW_CACHE_SLOTS, MAX_CHECKSUM_KEYS, MAX_DROP_KEYS,
+    MAX_GOSSIP_PEERS, MAX_IFINDEX, PAYLOAD_SCAN_LEN, STAT_COUNT,
 };
 
 #[unsafe(no_mangle)]
@@ -43,6 +44,18 @@ pub static FLOW_CACHE: PerCpuArray<CacheSlot> =
 /// `[0]`: `netobs_common::CACHE_CTL_READING` while the agent reads.
 #[map]
 pub static CACHE_CTL: Array<u32> = Array::with_max_entries(1, 0);
+
+/// UDP gossip per peer and direction (see `gossip`).
+#[map]
+pub static GOSSIP: HashMap<GossipKey, Counter> = HashMap::with_max_entries(MAX_GOSSIP_PEERS, 0);
+
+/// Inner TCP SYNs arriving in VXLAN by checksum verdict (see `checksum`).
+#[map]
+pub static CHECKSUMS: HashMap<ChecksumKey, u64> = HashMap::with_max_entries(MAX_CHECKSUM_KEYS, 0);
+
+/// Overlay-path packets the kernel dropped, by reason (see `drops`).
+#[map]
+pub static DROPS: HashMap<DropKey, u64> = HashMap::with_max_entries(MAX_DROP_KEYS, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);

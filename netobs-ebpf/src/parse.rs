@@ -3,11 +3,12 @@
 //! `Err(class)` when the answer is already known (`Other` for traffic that is
 //! not overlay, `Malformed` for headers that are truncated or inconsistent).
 use netobs_common::{
-    Class, FlowKey, ENCAP_FRAGMENT, ENCAP_UDP, ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_IPV6,
-    MAX_DATA_PATH_PORTS,
+    Class, Direction, FlowKey, ENCAP_FRAGMENT, ENCAP_UDP, ESP_IN_UDP_PORT, FAMILY_IPV4,
+    FAMILY_IPV6, GOSSIP_PORT, MAX_DATA_PATH_PORTS,
 };
 
 use crate::{
+    gossip,
     maps::{scratch_key, Cfg},
     mem,
     packet::{Hdr, Packet},
@@ -37,6 +38,8 @@ pub struct Meta {
     /// Bytes of inner transport payload; 0 when there is none to look at.
     pub payload_len: usize,
     pub inner_tcp: bool,
+    /// Offset of the inner TCP header (inner TCP only).
+    pub tcp_off: usize,
     pub tcp_flags: u8,
     pub esp_seq: u32,
 }
@@ -66,16 +69,17 @@ fn need<P: Packet, const N: usize>(pkt: &P, off: usize, end: usize) -> Step<Hdr>
 
 /// Returns the class; for `Vxlan` and `Esp` the key in `maps::scratch_key`
 /// is initialised with addresses, VNI or SPI and inner tuple (and left
-/// untouched otherwise).
+/// untouched otherwise). UDP gossip is counted on the way (see `gossip`);
+/// `direction` is a constant of each program, folded away.
 #[inline(always)]
-pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, meta: &mut Meta) -> Class {
-    match outer(pkt, cfg, meta) {
+pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, direction: Direction, meta: &mut Meta) -> Class {
+    match outer(pkt, cfg, direction, meta) {
         Ok(class) | Err(class) => class,
     }
 }
 
 #[inline(always)]
-fn outer<P: Packet>(pkt: &P, cfg: &Cfg, meta: &mut Meta) -> Step<Class> {
+fn outer<P: Packet>(pkt: &P, cfg: &Cfg, direction: Direction, meta: &mut Meta) -> Step<Class> {
     let len = pkt.len();
     let (ethertype, l3) = ethernet(pkt, 0, len, 2)?;
     let ip = match ethertype {
@@ -100,7 +104,7 @@ fn outer<P: Packet>(pkt: &P, cfg: &Cfg, meta: &mut Meta) -> Step<Class> {
         let h = need::<_, 8>(pkt, ip.l4, ip.end)?;
         return esp(h, key, meta);
     }
-    udp(pkt, cfg, &ip, key, meta)
+    udp(pkt, cfg, direction, &ip, key, meta)
 }
 
 #[inline(always)]
@@ -257,7 +261,14 @@ fn is_data_path_port(cfg: &Cfg, port: u16) -> bool {
 }
 
 #[inline(always)]
-fn udp<P: Packet>(pkt: &P, cfg: &Cfg, ip: &L3, key: &mut FlowKey, meta: &mut Meta) -> Step<Class> {
+fn udp<P: Packet>(
+    pkt: &P,
+    cfg: &Cfg,
+    direction: Direction,
+    ip: &L3,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Step<Class> {
     let h = need::<_, 8>(pkt, ip.l4, ip.end)?;
     let sport = h.be16(0);
     let dport = h.be16(2);
@@ -281,6 +292,12 @@ fn udp<P: Packet>(pkt: &P, cfg: &Cfg, ip: &L3, key: &mut FlowKey, meta: &mut Met
     }
     if dport == ESP_IN_UDP_PORT || sport == ESP_IN_UDP_PORT {
         return esp_in_udp(pkt, payload, end, key, meta);
+    }
+    // Gossip is not overlay traffic (it stays `Other`), but whether it
+    // flows both ways is the doctor's question: the decision is made here,
+    // where the ports are already in registers; TCP never gets this far.
+    if sport == GOSSIP_PORT || dport == GOSSIP_PORT {
+        gossip::count(key, direction, pkt.segments(), pkt.len() as u64);
     }
     Err(Class::Other)
 }
@@ -380,6 +397,7 @@ fn inner<P: Packet>(
             key.inner_sport = h.be16(0);
             key.inner_dport = h.be16(2);
             meta.inner_tcp = true;
+            meta.tcp_off = ip.l4;
             meta.tcp_flags = h.u8(13);
             meta.payload_off = ip.l4 + doff;
             meta.payload_len = ip.end - meta.payload_off;

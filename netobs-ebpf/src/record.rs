@@ -13,7 +13,7 @@ use netobs_common::{
 };
 
 use crate::{
-    http,
+    checksum, http,
     maps::{
         scratch_key, Cfg, CACHE_CTL, COUNTERS, EVENTS, FLOWS, FLOW_CACHE, IFACE_SLOTS, RATE,
         SCRATCH, STATS,
@@ -26,12 +26,13 @@ use crate::{
 
 /// `-EEXIST` from a `BPF_NOEXIST` insert.
 const EEXIST: i32 = -17;
+const TCP_SYN: u8 = 0x02;
 
 #[inline(always)]
 pub fn observe<P: Packet>(pkt: &P, direction: Direction) -> Class {
     let cfg = Cfg;
     let mut meta = Meta::default();
-    let class = parse::classify(pkt, &cfg, &mut meta);
+    let class = parse::classify(pkt, &cfg, direction, &mut meta);
     let packets = pkt.segments();
     let bytes = pkt.len() as u64;
     let ifindex = pkt.ifindex();
@@ -45,6 +46,9 @@ pub fn observe<P: Packet>(pkt: &P, direction: Direction) -> Class {
         let key = unsafe { key.assume_init_mut() };
         key.ifindex = ifindex;
         key.direction = direction as u8;
+        if direction == Direction::Ingress && meta.inner_tcp && meta.tcp_flags & TCP_SYN != 0 {
+            checksum::check(pkt, key, &meta);
+        }
         flow(pkt, &cfg, key, &meta, packets, bytes);
     }
     class
@@ -74,7 +78,7 @@ fn stat(which: Stat) {
 }
 
 #[inline(always)]
-fn add64(p: *mut u64, v: u64) {
+pub(crate) fn add64(p: *mut u64, v: u64) {
     // SAFETY: p points into a flow-table value that other CPUs update too.
     // The BPF target has no core::sync::atomic; this is its `lock xadd`.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };

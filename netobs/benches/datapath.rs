@@ -54,6 +54,23 @@ fn kinds() -> Vec<(&'static str, Vec<u8>, bool)> {
             packets::vxlan(&Net::nodes(), 4789, 4097, &http),
             true,
         ),
+        // The doctor's kernel checks: a SYN's inner checksum is summed on
+        // ingress; gossip is counted per peer in a hash map.
+        (
+            "VXLAN, inner TCP SYN (checksum)",
+            packets::vxlan(
+                &Net::nodes(),
+                4789,
+                4097,
+                &packets::tcp_syn(&Net::containers(), 40000, 80),
+            ),
+            false,
+        ),
+        (
+            "UDP gossip 7946 (not overlay)",
+            packets::udp(&Net::nodes(), 7946, 7946, &[0x42; 60]),
+            false,
+        ),
         ("ESP", packets::esp(&Net::nodes(), 0xc0ffee, 1), false),
         ("malformed", malformed, false),
     ]

@@ -78,6 +78,8 @@ pub struct AgentConfig {
     pub events: bool,
     pub capture_paths: CapturePaths,
     pub metrics_addr: SocketAddr,
+    /// Required of every request but /healthz when set.
+    pub api_token: Option<crate::token::Token>,
     pub docker_host: Option<String>,
     pub docker: bool,
     pub require_encryption: Policy,
@@ -155,21 +157,29 @@ pub async fn run(mut cfg: AgentConfig, sink: Sink) -> Result<()> {
 
     let metrics = Metrics::new(cfg.max_series).context("setting up the metrics registry")?;
     let (api_tx, api_rx) = watch::channel(Arc::new(ApiState::default()));
-    let server = http::serve(cfg.metrics_addr, metrics.registry().clone(), api_rx)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot serve metrics on {} (in use? set --metrics-addr)",
-                cfg.metrics_addr
-            )
-        })?;
-    if cfg.metrics_addr.ip().is_loopback() {
-        log::info!("metrics and API on http://{}/metrics", cfg.metrics_addr);
-    } else {
-        log::warn!(
-            "metrics and API on http://{}/metrics: reachable from other hosts",
+    let server = http::serve(
+        cfg.metrics_addr,
+        metrics.registry().clone(),
+        api_rx,
+        cfg.api_token.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot serve metrics on {} (in use? set --metrics-addr)",
             cfg.metrics_addr
-        );
+        )
+    })?;
+    match (cfg.metrics_addr.ip().is_loopback(), &cfg.api_token) {
+        (true, None) => log::info!("metrics and API on http://{}/metrics", cfg.metrics_addr),
+        (_, Some(_)) => log::info!(
+            "metrics and API on http://{}/metrics, bearer token required",
+            cfg.metrics_addr
+        ),
+        (false, None) => log::warn!(
+            "metrics and API on http://{}/metrics: reachable from other hosts, without a token",
+            cfg.metrics_addr
+        ),
     }
     // Everything that needs privileges is done: programs attached, port
     // bound.

@@ -23,6 +23,7 @@ use crate::{
         Clock, Snapshot, SnapshotBuilder,
     },
     inventory::Inventory,
+    underlay::{Tracker, Underlay},
 };
 
 /// Flows the API and the printed table show: the busiest since the last
@@ -148,12 +149,15 @@ pub struct Read {
     /// Misdirected VXLAN of this read, by network, task address and the
     /// node it was sent to.
     pub misdirected: Vec<Misdirected>,
+    /// Gossip and the kernel's drops per peer, this read's growth.
+    pub underlay: Underlay,
 }
 
 /// The agent's state between reads: each flow as last read.
 pub struct Poller {
     agg: Aggregator,
     max_groups: usize,
+    underlay: Tracker,
 }
 
 impl Poller {
@@ -163,6 +167,7 @@ impl Poller {
         Poller {
             agg: Aggregator::default(),
             max_groups,
+            underlay: Tracker::default(),
         }
     }
 
@@ -212,9 +217,11 @@ impl Poller {
         // is counted as created and a flow inserted during it cannot look
         // evicted.
         let stats = dp.stats()?;
+        let underlay = self.underlay.read(dp, &labeler)?;
         let snapshot = builder.finish(&counters, ifaces, &stats, read.table_entries);
         let labels = snapshot.flows.iter().map(|f| labeler.label(f)).collect();
         Ok(Read {
+            underlay,
             peers,
             misdirected: misdirected.into_values().collect(),
             counter_growth: self.agg.counters(&counters),

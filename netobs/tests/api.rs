@@ -21,6 +21,10 @@ fn addr() -> SocketAddr {
 
 /// An agent on the loopback of a namespace of its own, without Docker.
 fn agent() -> (Netns, Process) {
+    agent_with(ADDR, &[])
+}
+
+fn agent_with(bind: &str, extra: &[&str]) -> (Netns, Process) {
     let ns = Netns::new("api").expect("namespace");
     ns.ip(&["link", "set", "lo", "up"]).expect("lo up");
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
@@ -30,8 +34,9 @@ fn agent() -> (Netns, Process) {
         "lo",
         "--no-docker",
         "--metrics-addr",
-        ADDR,
+        bind,
     ])
+    .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     let p = Process::spawn(cmd).expect("starting netobs");
@@ -59,6 +64,123 @@ fn status(ns: &Netns, request: String) -> u16 {
             .unwrap_or(0)
     })
     .expect("in the namespace")
+}
+
+/// Serving beyond loopback needs a token (or saying so); with one, every
+/// request but /healthz must carry it exactly, and the clients send it and
+/// name a refusal in one line.
+#[test]
+fn the_token_is_required_beyond_loopback_and_checked() {
+    require_root!();
+    let tmp = netobs_tests::tmp::TempPath::new("token");
+    std::fs::create_dir_all(tmp.path()).expect("temp dir");
+    let file = |name: &str, token: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, format!("{token}\n")).expect("token file");
+        p.to_string_lossy().into_owned()
+    };
+    let good = file("good", "0123456789abcdef0123456789abcdef");
+    let wrong = file("wrong", "0123456789abcdef0123456789abcdeX");
+
+    // Without a token, beyond loopback: refused in one line, nothing served.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netobs"))
+        .args([
+            "run",
+            "--iface",
+            "lo",
+            "--no-docker",
+            "--metrics-addr",
+            "0.0.0.0:9477",
+        ])
+        .output()
+        .expect("netobs run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("give --api-token-file"), "{err}");
+
+    let (ns, agent) = agent_with("0.0.0.0:9477", &["--api-token-file", &good]);
+    let get = |path: &str, auth: Option<&str>| {
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        status(
+            &ns,
+            format!("GET {path} HTTP/1.1\r\nHost: k\r\n{auth}Connection: close\r\n\r\n"),
+        )
+    };
+    let bearer = "Bearer 0123456789abcdef0123456789abcdef";
+    assert_eq!(get("/healthz", None), 200, "health needs no token");
+    for path in [
+        "/metrics",
+        "/api/v1/summary",
+        "/api/v1/flows",
+        "/api/v1/health",
+    ] {
+        assert_eq!(get(path, None), 401, "{path} without a token");
+        assert_eq!(
+            get(path, Some("Bearer 0123456789abcdef0123456789abcdeX")),
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            get(path, Some("Bearer 0123456789abcdef0123456789abcde")),
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            get(path, Some("Basic 0123456789abcdef0123456789abcdef")),
+            401,
+            "{path}"
+        );
+        assert_eq!(get(path, Some(bearer)), 200, "{path} with the token");
+    }
+    // The clients: the token sent; a wrong or missing one named.
+    let client = |extra: &[&str]| {
+        let out = ns
+            .command(env!("CARGO_BIN_EXE_netobs"))
+            .args(["flows", "--json", "--agent", ADDR])
+            .args(extra)
+            .output()
+            .expect("netobs flows");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(client(&["--api-token-file", &good]).0, Some(0));
+    let (code, err) = client(&["--api-token-file", &wrong]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("refuses this netobs: wrong API token"),
+        "{err}"
+    );
+    let (code, err) = client(&[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("refuses this netobs: it wants an API token"),
+        "{err}"
+    );
+    assert!(agent
+        .stop(libc::SIGTERM)
+        .expect("stopping")
+        .status
+        .success());
+
+    // Said explicitly: served without a token.
+    let (ns, agent) = agent_with("0.0.0.0:9477", &["--api-no-token"]);
+    assert_eq!(
+        status(
+            &ns,
+            "GET /api/v1/summary HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n".into()
+        ),
+        200
+    );
+    assert!(agent
+        .stop(libc::SIGTERM)
+        .expect("stopping")
+        .status
+        .success());
 }
 
 /// Still open (nothing to read yet), or closed by the server.

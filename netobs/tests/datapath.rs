@@ -855,3 +855,66 @@ fn the_flow_table_reads_in_batches_and_one_by_one_alike() {
     order(&mut single);
     assert_eq!(batched, single);
 }
+
+/// Ones' complement sum of `bytes` as 16-bit big-endian words, folded.
+fn ones_sum(bytes: &[u8]) -> u16 {
+    let mut s: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// The inner SYNs' checksums, summed only for SYNs arriving (never on
+/// egress, where checksums are left for the NIC): right, never filled in
+/// (the pseudo-header's sum, what a stack leaves for the NIC) and wrong,
+/// for IPv4 and IPv6 inner headers; other segments are not summed.
+#[test]
+fn inner_syn_checksums_are_judged_on_ingress() {
+    use netobs_common::{CSUM_BAD, CSUM_OK, CSUM_PARTIAL};
+    require_root!();
+    let mut h = Harness::default();
+    // Ethernet 14 + IPv4 20: the TCP header, its checksum at 16.
+    let v4 = |check: Option<u16>| {
+        let mut inner = packets::tcp_syn(&Net::containers(), 40001, 80);
+        if let Some(c) = check {
+            inner[34 + 16..34 + 18].copy_from_slice(&c.to_be_bytes());
+        }
+        packets::vxlan(&Net::nodes(), 4789, 7, &inner)
+    };
+    let good = v4(None);
+    // Source, destination, protocol 6, TCP length 20.
+    let pseudo = [10, 0, 9, 2, 10, 0, 9, 3, 0, 6, 0, 20];
+    let partial = v4(Some(ones_sum(&pseudo)));
+    let wrong = v4(Some(0x1234));
+    let v6_inner = packets::tcp_syn(&Net::v6("fd00::2", "fd00::3"), 40002, 80);
+    let v6 = packets::vxlan(&Net::nodes(), 4789, 7, &v6_inner);
+    // Not summed: a segment that is no SYN, a SYN leaving.
+    let data = http_in_vxlan(7, b"GET / HTTP/1.1\r\n\r\n");
+    for pkt in [&good, &partial, &wrong, &v6, &data] {
+        assert_eq!(h.classify(pkt), Class::Vxlan);
+    }
+    let run = RunPacket::new(&wrong);
+    h.dp.run_tc(Direction::Egress, &run, 1).expect("tc egress");
+    let mut seen: Vec<(u8, u64)> =
+        h.dp.checksums()
+            .expect("checksums")
+            .into_iter()
+            .filter(|(k, _)| k.family != 0)
+            .map(|(k, n)| {
+                assert_eq!(k.peer[..4], [192, 0, 2, 1], "keyed by the sender");
+                assert_eq!(k.ifindex, LO);
+                (k.verdict, n)
+            })
+            .collect();
+    seen.sort();
+    // Each packet ran through TC ingress and XDP: twice.
+    assert_eq!(
+        seen,
+        vec![(CSUM_OK, 4), (CSUM_PARTIAL, 2), (CSUM_BAD, 2)],
+        "IPv4 right and IPv6 right, never filled in, wrong"
+    );
+}

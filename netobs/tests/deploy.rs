@@ -68,6 +68,9 @@ fn the_stack_file_is_valid_and_grants_no_more_than_needed() {
         "read_only: true",
         "target: /var/run/docker.sock",
         "- eth0",
+        "- --api-token-file",
+        "- /run/secrets/netobs_api_token",
+        "source: netobs_api_token",
     ] {
         assert!(agent.contains(want), "{want:?} missing from:\n{agent}");
     }

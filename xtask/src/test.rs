@@ -60,10 +60,12 @@ fn run_promtool_checks() -> Result<()> {
                 .arg(&rules),
         )?;
     }
-    // The example scrape configuration (dockerswarm_sd) and its rules.
+    // The example scrape configuration (dockerswarm_sd): its syntax (the
+    // token file it names is a Docker secret, there only in the stack; the
+    // rules are checked above).
     cmd::run(
         Command::new("promtool")
-            .args(["check", "config"])
+            .args(["check", "config", "--syntax-only"])
             .arg(dir.join("prometheus.yml")),
     )?;
     for t in files(&dir.join("tests"), ".test.yml") {

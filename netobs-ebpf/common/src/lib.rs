@@ -450,9 +450,124 @@ pub struct RateLimit {
     pub tokens: u64,
 }
 
+/// Swarm's gossip (memberlist, NetworkDB) port: UDP for probes and
+/// broadcasts, TCP for fallback probes and state sync. Docker has no option
+/// to move it.
+pub const GOSSIP_PORT: u16 = 7946;
+
+/// UDP gossip datagrams with one peer address in one direction. The
+/// all-zero key is the agent's: it counts the datagrams that found the map
+/// full (losses are counted, never silent).
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GossipKey {
+    /// IPv4 in the first 4 bytes.
+    pub peer: [u8; 16],
+    /// `FAMILY_IPV4` or `FAMILY_IPV6`; 0 only in the overflow key.
+    pub family: u8,
+    /// `Direction` as u8.
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Inner TCP checksum of a SYN arriving in VXLAN: right, never filled in
+/// (the pseudo-header's sum, left for a NIC), or wrong.
+pub const CSUM_OK: u8 = 1;
+pub const CSUM_PARTIAL: u8 = 2;
+pub const CSUM_BAD: u8 = 3;
+pub const IPPROTO_TCP_U8: u8 = 6;
+
+/// Inner SYNs checked per sending peer (the outer source), interface and
+/// verdict. The all-zero key counts those that found the map full.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChecksumKey {
+    pub peer: [u8; 16],
+    pub ifindex: u32,
+    pub family: u8,
+    /// `CSUM_OK`, `CSUM_PARTIAL` or `CSUM_BAD`.
+    pub verdict: u8,
+    pub _pad: [u8; 2],
+}
+
+pub const MAX_CHECKSUM_KEYS: u32 = 1024;
+
+/// Gossip peers tracked at once; beyond it, datagrams count in the
+/// overflow key.
+pub const MAX_GOSSIP_PEERS: u32 = 1024;
+
+/// What a dropped overlay-path packet was.
+pub const DROP_VXLAN: u8 = 1;
+pub const DROP_ESP: u8 = 2;
+pub const DROP_GOSSIP: u8 = 3;
+
+/// Overlay-path packets the kernel dropped (`skb:kfree_skb`), by addresses,
+/// what they were and the kernel's drop reason (`enum skb_drop_reason`).
+/// The all-zero key counts drops that found the map full.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub reason: u32,
+    pub family: u8,
+    /// `DROP_VXLAN`, `DROP_ESP` or `DROP_GOSSIP`.
+    pub traffic: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Distinct drop keys tracked at once.
+pub const MAX_DROP_KEYS: u32 = 1024;
+
+/// Where the drop tracer finds what it reads in kernel memory, resolved from
+/// the running kernel's BTF by the agent at load (byte offsets): the kernel's
+/// structures move between versions, and Rust eBPF has no CO-RE.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropConfig {
+    /// The agent's network namespace (its inode): drops elsewhere (another
+    /// node's namespace on the same host, a container's) are not its own.
+    pub netns_inum: u32,
+    /// The lowest `skb_drop_reason` that is a drop (`NOT_SPECIFIED`): below
+    /// it are "not dropped yet" and "consumed".
+    pub first_reason: u32,
+    pub skb_head: u16,
+    pub skb_network_header: u16,
+    pub skb_dev: u16,
+    pub skb_sk: u16,
+    /// `net_device.nd_net`, `sock.__sk_common.skc_net`: a `struct net *`.
+    pub dev_net: u16,
+    pub sk_net: u16,
+    /// `net.ns.inum`.
+    pub net_inum: u16,
+    /// 0 until the offsets are known: the tracer counts nothing.
+    pub enabled: u16,
+}
+
+impl DropConfig {
+    pub const fn new() -> DropConfig {
+        DropConfig {
+            netns_inum: 0,
+            first_reason: 0,
+            skb_head: 0,
+            skb_network_header: 0,
+            skb_dev: 0,
+            skb_sk: 0,
+            dev_net: 0,
+            sk_net: 0,
+            net_inum: 0,
+            enabled: 0,
+        }
+    }
+}
+
 // The layouts are a contract with the kernel: pin them.
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<Config>() == 24);
+const _: () = assert!(size_of::<GossipKey>() == 20);
+const _: () = assert!(size_of::<ChecksumKey>() == 24);
+const _: () = assert!(size_of::<DropKey>() == 40);
+const _: () = assert!(size_of::<DropConfig>() == 24);
 const _: () = assert!(size_of::<FlowKey>() == 88);
 // The kernel's key compare goes by 64-bit word: addresses start on one.
 const _: () = assert!(
@@ -496,4 +611,8 @@ mod user {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for RateLimit {}
     unsafe impl aya::Pod for CacheSlot {}
+    unsafe impl aya::Pod for GossipKey {}
+    unsafe impl aya::Pod for ChecksumKey {}
+    unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for DropConfig {}
 }

@@ -3,6 +3,7 @@
 //! outcomes, and findings, each of one kind.
 use std::net::IpAddr;
 
+use netobs_common::Direction;
 use serde::{Deserialize, Serialize};
 
 use super::Severity;
@@ -17,11 +18,17 @@ pub enum HealthKind {
     VxlanMisdirected,
     TcpConnectFailures,
     TcpResets,
+    GossipUdpOneWay,
+    KernelDrops,
+    ChecksumOffload,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 5] = [
+    pub const ALL: [HealthKind; 8] = [
         HealthKind::DataPathOneWay,
+        HealthKind::GossipUdpOneWay,
+        HealthKind::KernelDrops,
+        HealthKind::ChecksumOffload,
         HealthKind::MtuFragmentation,
         HealthKind::VxlanMisdirected,
         HealthKind::TcpConnectFailures,
@@ -35,12 +42,19 @@ impl HealthKind {
             HealthKind::VxlanMisdirected => "vxlan_misdirected",
             HealthKind::TcpConnectFailures => "tcp_connect_failures",
             HealthKind::TcpResets => "tcp_resets",
+            HealthKind::GossipUdpOneWay => "gossip_udp_one_way",
+            HealthKind::KernelDrops => "kernel_drops",
+            HealthKind::ChecksumOffload => "checksum_offload",
         }
     }
 
     pub fn severity(self) -> Severity {
         match self {
-            HealthKind::DataPathOneWay | HealthKind::VxlanMisdirected => Severity::Critical,
+            HealthKind::DataPathOneWay
+            | HealthKind::VxlanMisdirected
+            | HealthKind::GossipUdpOneWay => Severity::Critical,
+            HealthKind::KernelDrops => Severity::Warning,
+            HealthKind::ChecksumOffload => Severity::Critical,
             HealthKind::MtuFragmentation => Severity::Warning,
             HealthKind::TcpConnectFailures => Severity::Warning,
             HealthKind::TcpResets => Severity::Info,
@@ -73,6 +87,31 @@ impl HealthKind {
             HealthKind::TcpConnectFailures => {
                 "connections between two services whose SYN got no answer for 5 s (or only a \
                  reset): the server is down, full, or filtered"
+            }
+            HealthKind::GossipUdpOneWay => {
+                "UDP gossip (7946) leaves for a peer node and none has come back from it for the \
+                 last 30 s: UDP 7946 is dropped between the two nodes (often in one direction \
+                 only). Swarm falls back to TCP for its health probes, so the node stays \
+                 `Ready`, but the overlay's state (which task is where) travels by UDP gossip: \
+                 forwarding entries go stale and tasks cannot reach each other. Open UDP 7946 \
+                 both ways between all nodes"
+            }
+            HealthKind::KernelDrops => {
+                "this node's kernel dropped overlay-path packets (VXLAN, ESP or gossip) to or \
+                 from a peer node in the last 30 s, and says why (`skb:kfree_skb`'s drop \
+                 reason, Linux 5.17+): NETFILTER_DROP is a firewall rule here, XFRM_* an IPsec \
+                 policy or state, NO_SOCKET nothing listening on the port, VXLAN_* the VXLAN \
+                 device, PKT_TOO_BIG the MTU, *QDISC*/*BACKLOG* an overloaded node. Drops \
+                 after decapsulation (in a container's namespace) are not counted here"
+            }
+            HealthKind::ChecksumOffload => {
+                "inner TCP SYNs arriving in VXLAN from a peer node carry a wrong checksum, or \
+                 one never filled in on an interface only a wire feeds (not veth, virtio and \
+                 the like, where the sender shares the host and that is normal): the receiving \
+                 task drops them, connections hang while ping works. Broken checksum offload on \
+                 the sender or a device between (moby#41775): on the sending node, `ethtool -K \
+                 IF tx-checksum-ip-generic off` on the underlay interface. The finding names \
+                 this node's interface, driver and rx-checksumming"
             }
             HealthKind::TcpResets => {
                 "connections between two services ended by a reset (counted by the side that \
@@ -123,6 +162,86 @@ pub struct PeerHealth {
     pub last_in: Option<f64>,
 }
 
+/// UDP gossip with one peer node over the last window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GossipHealth {
+    /// Hostname where the engine tells it, else the address.
+    pub peer: String,
+    pub addr: IpAddr,
+    /// UDP 7946 datagrams each way.
+    pub packets_out: u64,
+    pub packets_in: u64,
+    /// Unix seconds of the last datagram from the peer, if any since the
+    /// agent started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_in: Option<f64>,
+}
+
+/// What a dropped overlay-path packet was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropTraffic {
+    Vxlan,
+    Esp,
+    Gossip,
+}
+
+impl DropTraffic {
+    pub fn name(self) -> &'static str {
+        match self {
+            DropTraffic::Vxlan => "vxlan",
+            DropTraffic::Esp => "esp",
+            DropTraffic::Gossip => "gossip",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<DropTraffic> {
+        match v {
+            netobs_common::DROP_VXLAN => Some(DropTraffic::Vxlan),
+            netobs_common::DROP_ESP => Some(DropTraffic::Esp),
+            netobs_common::DROP_GOSSIP => Some(DropTraffic::Gossip),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DropTraffic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Overlay-path packets this node's kernel dropped, for one peer, way,
+/// kind of traffic and reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropHealth {
+    pub peer: String,
+    pub addr: IpAddr,
+    /// Ingress: the packet came from the peer; egress: it was going to it.
+    pub direction: Direction,
+    pub traffic: DropTraffic,
+    /// The kernel's `skb_drop_reason` without its prefix (`NETFILTER_DROP`).
+    pub reason: String,
+    /// In the last window, and since the agent started.
+    pub recent: u64,
+    pub total: u64,
+}
+
+/// Inner TCP SYNs that arrived in VXLAN from one peer on one interface
+/// over the window, by checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksumHealth {
+    pub peer: String,
+    pub addr: IpAddr,
+    pub iface: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    pub ok: u64,
+    /// Never filled in (left for a NIC): normal from the same host.
+    pub partial: u64,
+    pub bad: u64,
+}
+
 /// TCP between two services: since the agent started, and over the last
 /// five minutes (what the findings look at).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +263,15 @@ pub struct OverlayHealth {
     /// The window, in seconds, of the per-peer figures.
     pub window_secs: u64,
     pub peers: Vec<PeerHealth>,
+    /// UDP gossip per peer node over the window.
+    #[serde(default)]
+    pub gossip: Vec<GossipHealth>,
+    /// The kernel's drops of overlay-path packets.
+    #[serde(default)]
+    pub drops: Vec<DropHealth>,
+    /// Inner SYN checksums per peer and interface over the window.
+    #[serde(default)]
+    pub checksums: Vec<ChecksumHealth>,
     pub pairs: Vec<PairHealth>,
     pub findings: Vec<HealthFinding>,
     /// Checks this netobs cannot make (yet), said rather than skipped.

@@ -16,7 +16,10 @@ mod totals;
 pub use enums::{Encryption, NetworkStatus, PortSource, Severity};
 pub use event::{EventKind, FlowEvent};
 pub use flow::{Flow, FlowLabels, FlowList, LabelledFlow};
-pub use health::{HealthFinding, HealthKind, OverlayHealth, PairHealth, PeerHealth};
+pub use health::{
+    ChecksumHealth, DropHealth, DropTraffic, GossipHealth, HealthFinding, HealthKind,
+    OverlayHealth, PairHealth, PeerHealth,
+};
 pub use netobs_common::{Class, Direction};
 pub use policy::Policy;
 pub use totals::{

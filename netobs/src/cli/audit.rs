@@ -1,20 +1,13 @@
 //! `netobs audit`: one report on whether each overlay network is really
 //! protected. Exit status 0: all protected as required; 1: findings; 2: the
 //! audit could not run.
-use std::{
-    collections::BTreeSet,
-    fmt::Write,
-    net::{IpAddr, SocketAddr},
-    process::ExitCode,
-    time::Duration,
-};
+use std::{fmt::Write, process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
 
 use super::client;
 use crate::{
-    agent::DEFAULT_METRICS_ADDR,
     api::{
         AlertsEndpoint, FlowsEndpoint, InventoryEndpoint, NetworkStatus, Policy, PortSource,
         SummaryEndpoint,
@@ -24,9 +17,8 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The agent's --metrics-addr
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
-    agent: SocketAddr,
+    #[command(flatten)]
+    agent: client::AgentArgs,
     /// One JSON document
     #[arg(long)]
     json: bool,
@@ -44,56 +36,21 @@ pub struct AuditArgs {
 /// Two reads of the flows this far apart give ESP sequence-number rates.
 const SAMPLE: Duration = Duration::from_secs(2);
 
-/// Every address of this host's interfaces (in the audit's own network
-/// namespace, which is the agent's).
-fn local_addrs() -> BTreeSet<IpAddr> {
-    let mut out = BTreeSet::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr of the family it names.
-            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
-                libc::AF_INET => {
-                    // SAFETY: an AF_INET address is a sockaddr_in.
-                    let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                    out.insert(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()));
-                }
-                libc::AF_INET6 => {
-                    // SAFETY: an AF_INET6 address is a sockaddr_in6.
-                    let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                    out.insert(IpAddr::from(a.sin6_addr.s6_addr));
-                }
-                _ => {}
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: the list getifaddrs allocated.
-    unsafe { libc::freeifaddrs(head) };
-    out
-}
-
 fn report(args: &AuditArgs) -> Result<Report> {
-    let inv = client::fetch::<InventoryEndpoint>(args.agent)?;
+    let agent = args.agent.agent()?;
+    let inv = client::fetch::<InventoryEndpoint>(&agent)?;
     if !inv.docker_up {
         anyhow::bail!(
             "the agent at {} cannot reach its Docker engine, so there are no networks to audit",
-            args.agent
+            agent
         );
     }
-    let before = client::fetch::<FlowsEndpoint>(args.agent)?.flows;
+    let before = client::fetch::<FlowsEndpoint>(&agent)?.flows;
     std::thread::sleep(SAMPLE);
-    let now = client::fetch::<FlowsEndpoint>(args.agent)?.flows;
-    let summary = client::fetch::<SummaryEndpoint>(args.agent)?;
-    let alerts = client::fetch::<AlertsEndpoint>(args.agent)?.alerts;
-    let agent = AgentView {
+    let now = client::fetch::<FlowsEndpoint>(&agent)?.flows;
+    let summary = client::fetch::<SummaryEndpoint>(&agent)?;
+    let alerts = client::fetch::<AlertsEndpoint>(&agent)?.alerts;
+    let view = AgentView {
         data_path: summary.data_path,
         require_encryption: summary.require_encryption,
     };
@@ -105,8 +62,8 @@ fn report(args: &AuditArgs) -> Result<Report> {
         alerts: &alerts,
         dt: SAMPLE.as_secs_f64(),
         xfrm: x.as_ref(),
-        local_addrs: &local_addrs(),
-        agent: &agent,
+        local_addrs: &crate::host::local_addrs(),
+        agent: &view,
         data_path_port: args.data_path_port,
         require_encryption: args.require_encryption.as_ref(),
         now: crate::flows::unix_now(),

@@ -1,20 +1,68 @@
-//! Talking to a running agent's API: a plain HTTP/1.1 GET over loopback,
-//! which is all the read-only API needs, read into the API's own types.
+//! Talking to a running agent's API: a plain HTTP/1.1 GET, which is all the
+//! read-only API needs, with the agent's bearer token when it has one, read
+//! into the API's own types.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
+    path::PathBuf,
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use serde::Deserialize;
 
-use crate::api::{self, Doc, Endpoint};
+use crate::{
+    agent::DEFAULT_METRICS_ADDR,
+    api::{self, Doc, Endpoint},
+    token::Token,
+};
 
 const MAX_ANSWER: u64 = 256 << 20;
 
+/// Where an agent answers, and the token it wants.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub addr: SocketAddr,
+    pub token: Option<Token>,
+}
+
+impl std::fmt::Display for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// How every client command reaches its agent.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The agent's --metrics-addr
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    pub agent: SocketAddr,
+    /// The agent's --api-token-file (needed when it serves beyond loopback)
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    pub fn agent(&self) -> Result<Agent> {
+        Ok(Agent {
+            addr: self.agent,
+            token: self.token()?,
+        })
+    }
+
+    pub fn token(&self) -> Result<Option<Token>> {
+        self.api_token_file
+            .as_deref()
+            .map(Token::from_file)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+    }
+}
+
 /// The body of an HTTP 200 answer to `GET path`.
-pub fn get(agent: SocketAddr, path: &str) -> Result<String> {
+pub fn get(agent: &Agent, path: &str) -> Result<String> {
     let no_agent = || {
         format!(
             "no netobs agent answers at {agent}: start one with `netobs run --iface IF` \
@@ -22,11 +70,16 @@ pub fn get(agent: SocketAddr, path: &str) -> Result<String> {
         )
     };
     let mut s =
-        TcpStream::connect_timeout(&agent, Duration::from_secs(2)).with_context(no_agent)?;
+        TcpStream::connect_timeout(&agent.addr, Duration::from_secs(2)).with_context(no_agent)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = agent
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: {}\r\n", t.header()))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {agent}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {agent}\r\n{auth}Connection: close\r\n\r\n"
     )?;
     // Bounded: an answer larger than any the agent sends (1,000 flows are
     // a few MiB) is not read to its end.
@@ -43,6 +96,17 @@ pub fn get(agent: SocketAddr, path: &str) -> Result<String> {
         bail!("the agent at {agent} sent no HTTP answer");
     };
     let status = head.lines().next().unwrap_or_default();
+    if status.contains(" 401 ") {
+        bail!(
+            "the agent at {agent} refuses this netobs: {} (give its token with \
+             --api-token-file)",
+            if agent.token.is_some() {
+                "wrong API token"
+            } else {
+                "it wants an API token"
+            }
+        );
+    }
     if !status.contains(" 200 ") {
         bail!("the agent at {agent} answered {path} with {status:?}");
     }
@@ -51,12 +115,12 @@ pub fn get(agent: SocketAddr, path: &str) -> Result<String> {
 
 /// Reads one of the API's documents, after checking that the agent speaks
 /// this version of the API.
-pub fn fetch<E: Endpoint>(agent: SocketAddr) -> Result<E::Body> {
+pub fn fetch<E: Endpoint>(agent: &Agent) -> Result<E::Body> {
     parse::<E>(agent, &get(agent, E::PATH)?)
 }
 
 /// The body of a document `E` sent by `agent`.
-pub fn parse<E: Endpoint>(agent: SocketAddr, body: &str) -> Result<E::Body> {
+pub fn parse<E: Endpoint>(agent: &Agent, body: &str) -> Result<E::Body> {
     #[derive(Deserialize)]
     struct Version {
         api_version: Option<u32>,

@@ -1,22 +1,20 @@
 //! `netobs doctor`: the overlay's health as the agent sees it. Exit status
 //! 0: healthy; 1: findings to act on; 2: could not run.
-use std::{fmt::Write, net::SocketAddr, process::ExitCode};
+use std::{fmt::Write, process::ExitCode};
 
 use anyhow::Result;
 use clap::Args;
 
 use super::client;
 use crate::{
-    agent::DEFAULT_METRICS_ADDR,
     api::{HealthEndpoint, OverlayHealth},
     doctor,
 };
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// The agent's --metrics-addr
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
-    agent: SocketAddr,
+    #[command(flatten)]
+    agent: client::AgentArgs,
     /// One JSON document
     #[arg(long)]
     json: bool,
@@ -32,9 +30,20 @@ pub struct DoctorArgs {
 fn only(mut h: OverlayHealth, args: &DoctorArgs) -> OverlayHealth {
     if let Some(p) = &args.peer {
         h.peers.retain(|x| &x.peer == p || x.addr.to_string() == *p);
+        h.gossip
+            .retain(|x| &x.peer == p || x.addr.to_string() == *p);
+        h.drops.retain(|x| &x.peer == p || x.addr.to_string() == *p);
+        h.checksums
+            .retain(|x| &x.peer == p || x.addr.to_string() == *p);
         // Findings name a peer as the peers list does: given an address,
         // keep its name's findings too.
-        let names: Vec<String> = h.peers.iter().map(|x| x.peer.clone()).collect();
+        let names: Vec<String> = h
+            .peers
+            .iter()
+            .map(|x| x.peer.clone())
+            .chain(h.gossip.iter().map(|x| x.peer.clone()))
+            .chain(h.drops.iter().map(|x| x.peer.clone()))
+            .collect();
         h.findings.retain(|f| {
             f.peer
                 .as_ref()
@@ -46,6 +55,9 @@ fn only(mut h: OverlayHealth, args: &DoctorArgs) -> OverlayHealth {
         h.pairs
             .retain(|x| &x.src_service == s || &x.dst_service == s);
         h.peers.clear();
+        h.gossip.clear();
+        h.drops.clear();
+        h.checksums.clear();
         h.findings.retain(|f| {
             f.services
                 .as_deref()
@@ -62,6 +74,40 @@ fn text(h: &OverlayHealth) -> String {
             out,
             "peer {} ({}): VXLAN out {} packets, in {}; {} TCP connections unanswered (last {} s)",
             p.peer, p.addr, p.packets_out, p.packets_in, p.connect_failures, h.window_secs
+        );
+    }
+    for g in &h.gossip {
+        let _ = writeln!(
+            out,
+            "peer {} ({}): UDP gossip out {} datagrams, in {} (last {} s)",
+            g.peer, g.addr, g.packets_out, g.packets_in, h.window_secs
+        );
+    }
+    for d in &h.drops {
+        let way = match d.direction {
+            netobs_common::Direction::Egress => "to",
+            netobs_common::Direction::Ingress => "from",
+        };
+        let _ = writeln!(
+            out,
+            "peer {} ({}): {} packets {way} it dropped by the kernel, reason {}: {} in the last \
+             {} s, {} since the agent started",
+            d.peer, d.addr, d.traffic, d.reason, d.recent, h.window_secs, d.total
+        );
+    }
+    for c in &h.checksums {
+        let _ = writeln!(
+            out,
+            "peer {} ({}): inner SYNs on {} ({}): checksums {} ok, {} never filled in, {} wrong \
+             (last {} s)",
+            c.peer,
+            c.addr,
+            c.iface,
+            c.driver.as_deref().unwrap_or("driver unknown"),
+            c.ok,
+            c.partial,
+            c.bad,
+            h.window_secs
         );
     }
     for p in &h.pairs {
@@ -95,7 +141,11 @@ fn text(h: &OverlayHealth) -> String {
 }
 
 pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
-    let h = match client::fetch::<HealthEndpoint>(args.agent) {
+    let h = match args
+        .agent
+        .agent()
+        .and_then(|a| client::fetch::<HealthEndpoint>(&a))
+    {
         Ok(h) => only(h, &args),
         Err(e) => {
             eprintln!("netobs: error: {e:#}");

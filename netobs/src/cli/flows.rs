@@ -1,6 +1,6 @@
 //! `netobs flows`: the running agent's flow table, once or every second, as
 //! a table or as JSON for scripts.
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
@@ -10,16 +10,12 @@ use super::{
     render::human_bytes,
     table::{Rates, Row},
 };
-use crate::{
-    agent::DEFAULT_METRICS_ADDR,
-    api::{Doc, FlowsEndpoint},
-};
+use crate::api::{Doc, FlowsEndpoint};
 
 #[derive(Debug, Args)]
 pub struct FlowsArgs {
-    /// The agent's --metrics-addr
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
-    agent: SocketAddr,
+    #[command(flatten)]
+    agent: client::AgentArgs,
     /// One JSON document per refresh
     #[arg(long)]
     json: bool,
@@ -62,9 +58,10 @@ fn table(rows: &[Row]) -> String {
 }
 
 pub fn flows(args: FlowsArgs) -> Result<ExitCode> {
+    let agent = args.agent.agent()?;
     let mut rates = Rates::default();
     loop {
-        let list = client::fetch::<FlowsEndpoint>(args.agent)?;
+        let list = client::fetch::<FlowsEndpoint>(&agent)?;
         let rows = rates.rows(&list.flows);
         if args.json {
             println!("{}", serde_json::to_string(&Doc::new(&list))?);

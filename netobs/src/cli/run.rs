@@ -44,10 +44,18 @@ pub struct RunArgs {
     /// string, credential-like path segments replaced) or `full`
     #[arg(long, value_enum, value_name = "WHAT", default_value_t = CapturePaths::Redacted)]
     capture_paths: CapturePaths,
-    /// Where to serve /metrics and the API (binding beyond loopback must be
-    /// asked for)
+    /// Where to serve /metrics and the API; beyond loopback it needs
+    /// --api-token-file (or --api-no-token)
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
     metrics_addr: SocketAddr,
+    /// A file holding the bearer token every request but /healthz must
+    /// carry (a Docker secret; at least 16 characters)
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<std::path::PathBuf>,
+    /// Serve beyond loopback without a token: anyone who reaches the port
+    /// reads the flows and the inventory
+    #[arg(long, conflicts_with = "api_token_file")]
+    api_no_token: bool,
     /// Docker engine to ask (unix:///path or tcp://host:port) [default:
     /// DOCKER_HOST, else /var/run/docker.sock]
     #[arg(long, value_name = "HOST")]
@@ -134,6 +142,20 @@ fn printer(json: bool) -> Sink {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let api_token = args
+        .api_token_file
+        .as_deref()
+        .map(crate::token::Token::from_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if api_token.is_none() && !args.api_no_token && !args.metrics_addr.ip().is_loopback() {
+        anyhow::bail!(
+            "--metrics-addr {} is reachable from other hosts: give --api-token-file (the \
+             cluster view sends the same token), or --api-no-token to serve flows and \
+             inventory to anyone who reaches the port",
+            args.metrics_addr
+        );
+    }
     let mut datapath = args.datapath.options();
     datapath.full_paths = args.capture_paths == CapturePaths::Full;
     datapath.pin = args.pin;
@@ -147,6 +169,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         events: args.events,
         capture_paths: args.capture_paths,
         metrics_addr: args.metrics_addr,
+        api_token,
         docker_host: args.docker_host,
         docker: !args.no_docker,
         require_encryption: args.require_encryption,

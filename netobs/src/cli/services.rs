@@ -2,11 +2,7 @@
 //! and tasks (IP, node, state) with the live traffic to and from each task:
 //! the answers of `drill <service>` and `drill tasks.<service>` from inside
 //! the overlay, without a debug container.
-use std::{
-    fmt::Write,
-    net::{IpAddr, SocketAddr},
-    process::ExitCode,
-};
+use std::{fmt::Write, net::IpAddr, process::ExitCode};
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -14,7 +10,6 @@ use serde::Serialize;
 
 use super::{client, render::human_bytes};
 use crate::{
-    agent::DEFAULT_METRICS_ADDR,
     api::{Flow, FlowsEndpoint, InventoryEndpoint},
     inventory::services::{services as views, ServiceView, TaskView},
 };
@@ -23,9 +18,8 @@ use crate::{
 pub struct ServicesArgs {
     /// Only this service
     name: Option<String>,
-    /// The agent's --metrics-addr
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
-    agent: SocketAddr,
+    #[command(flatten)]
+    agent: client::AgentArgs,
     /// One JSON document
     #[arg(long)]
     json: bool,
@@ -126,8 +120,9 @@ fn text(services: &[Service]) -> String {
 }
 
 pub fn services(args: ServicesArgs) -> Result<ExitCode> {
-    let inv = client::fetch::<InventoryEndpoint>(args.agent)?;
-    let list = client::fetch::<FlowsEndpoint>(args.agent)?;
+    let agent = args.agent.agent()?;
+    let inv = client::fetch::<InventoryEndpoint>(&agent)?;
+    let list = client::fetch::<FlowsEndpoint>(&agent)?;
     let flows: Vec<&Flow> = list.flows.iter().map(|f| &f.flow).collect();
     let list: Vec<Service> = views(&inv, args.name.as_deref())
         .into_iter()

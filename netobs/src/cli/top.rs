@@ -2,7 +2,6 @@
 //! agent's API once a second; sorts, filters, and makes plaintext on a
 //! network that promised encryption impossible to miss.
 use std::{
-    net::SocketAddr,
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -23,16 +22,12 @@ use super::{
     render::human_bytes,
     table::{Mark, Rates, Row},
 };
-use crate::{
-    agent::DEFAULT_METRICS_ADDR,
-    api::{Class, FlowsEndpoint, Summary, SummaryEndpoint},
-};
+use crate::api::{Class, FlowsEndpoint, Summary, SummaryEndpoint};
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
-    /// The agent's --metrics-addr
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
-    agent: SocketAddr,
+    #[command(flatten)]
+    agent: client::AgentArgs,
 }
 
 const REFRESH: Duration = Duration::from_secs(1);
@@ -96,7 +91,7 @@ impl ClassFilter {
 }
 
 struct App {
-    agent: SocketAddr,
+    agent: client::Agent,
     rates: Rates,
     rows: Vec<Row>,
     summary: Summary,
@@ -112,8 +107,8 @@ impl App {
     fn refresh(&mut self) {
         let read = || -> Result<_> {
             Ok((
-                client::fetch::<FlowsEndpoint>(self.agent)?,
-                client::fetch::<SummaryEndpoint>(self.agent)?,
+                client::fetch::<FlowsEndpoint>(&self.agent)?,
+                client::fetch::<SummaryEndpoint>(&self.agent)?,
             ))
         };
         match read() {
@@ -336,9 +331,10 @@ fn run(terminal: &mut DefaultTerminal, mut app: App) -> Result<()> {
 
 pub fn top(args: TopArgs) -> Result<ExitCode> {
     // Fail in one line before taking the terminal over.
-    client::fetch::<SummaryEndpoint>(args.agent)?;
+    let agent = args.agent.agent()?;
+    client::fetch::<SummaryEndpoint>(&agent)?;
     let app = App {
-        agent: args.agent,
+        agent,
         rates: Rates::default(),
         rows: Vec::new(),
         summary: Summary::default(),

@@ -152,34 +152,6 @@ impl Drop for Attachment {
     }
 }
 
-/// The MTU of interface `iface` in this network namespace (asked of the
-/// kernel with SIOCGIFMTU: /sys may show another namespace's interfaces).
-pub fn mtu(iface: &str) -> Option<u32> {
-    let bytes = iface.as_bytes();
-    // SAFETY: a zeroed ifreq is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if bytes.len() >= req.ifr_name.len() {
-        return None;
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: plain socket(2); closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a valid socket and ifreq.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) };
-    // SAFETY: the descriptor opened above.
-    unsafe { libc::close(fd) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: SIOCGIFMTU filled the MTU member.
-    Some(unsafe { req.ifr_ifru.ifru_mtu } as u32)
-}
-
 pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
     let name = CString::new(iface).map_err(|_| AttachError::NoSuchInterface(iface.to_owned()))?;
     // SAFETY: name is a valid NUL-terminated string.

@@ -4,6 +4,7 @@
 pub mod attach;
 mod batch;
 pub mod clock;
+pub mod drops;
 pub mod events;
 pub mod matcher;
 mod pin;
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     maps::Array,
-    programs::{SchedClassifier, Xdp},
+    programs::{RawTracePoint, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use netobs_common::{
@@ -37,6 +38,13 @@ pub mod names {
     pub const BENCH_XDP_EMPTY: &str = "bench_xdp_empty";
     /// Reads the tick count and the monotonic clock together (test runs only).
     pub const CLOCK_PROBE: &str = "clock_probe";
+    /// On `skb:kfree_skb`, and that tracepoint's name.
+    pub const KFREE_SKB: &str = "netobs_kfree_skb";
+    pub const KFREE_SKB_TRACEPOINT: &str = "kfree_skb";
+    pub const DROP_CONFIG: &str = "DROP_CONFIG";
+    pub const GOSSIP: &str = "GOSSIP";
+    pub const DROPS: &str = "DROPS";
+    pub const CHECKSUMS: &str = "CHECKSUMS";
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const STATS: &str = "STATS";
@@ -50,8 +58,11 @@ pub mod names {
     pub const RATE: &str = "RATE";
     pub const CLOCK: &str = "CLOCK";
     /// Every map of the object (the benchmarks add up their memory).
-    pub const ALL_MAPS: [&str; 12] = [
+    pub const ALL_MAPS: [&str; 15] = [
         COUNTERS,
+        GOSSIP,
+        DROPS,
+        CHECKSUMS,
         STATS,
         IFACE_SLOTS,
         FLOWS,
@@ -234,6 +245,8 @@ pub struct Datapath {
     inexact_reads: std::sync::atomic::AtomicU64,
     /// Live: how the flows' tick stamps become nanoseconds.
     tick_clock: Option<clock::TickClock>,
+    /// Live: the drop tracer's reason names, or why it is not running.
+    drop_view: Result<drops::Reasons, String>,
 }
 
 impl Datapath {
@@ -250,9 +263,21 @@ impl Datapath {
         }
         let cfg = opts.config()?;
         let table = matcher::compile(&opts.patterns)?;
+        // Replay has no kernel drops to trace.
+        let drop_layout = if opts.replay {
+            Err("not traced in replay".to_owned())
+        } else {
+            drops::resolve()
+        };
+        let drop_cfg = match &drop_layout {
+            Ok((c, _)) => *c,
+            Err(_) => netobs_common::DropConfig::new(),
+        };
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::CONFIG, &cfg, true)
+            // Not required: the benchmarks load older objects without it.
+            .override_global(names::DROP_CONFIG, &drop_cfg, false)
             .map_max_entries(names::FLOWS, opts.flow_table_size)
             .map_max_entries(names::FLOW_CACHE, opts.flow_cache_slots + 1)
             .map_max_entries(names::MATCHER, table.len().max(1) as u32);
@@ -297,7 +322,9 @@ impl Datapath {
             flow_cache_slots: opts.flow_cache_slots,
             inexact_reads: std::sync::atomic::AtomicU64::new(0),
             tick_clock: None,
+            drop_view: Err(String::new()),
         };
+        dp.seed_overflow_keys()?;
         if opts.pin.is_some() {
             // Interfaces keep the slots (and so the counters) they had.
             dp.slots = pin::slots(&dp.ebpf)?;
@@ -312,9 +339,69 @@ impl Datapath {
         if !opts.replay {
             dp.tick_clock = Some(dp.calibrate_clock()?);
         }
+        dp.drop_view = match drop_layout {
+            Ok((_, reasons)) => dp.attach_drop_tracer().map(|()| reasons),
+            Err(why) => Err(why),
+        };
         // XDP loads on first use: it needs bpf_xdp_load_bytes (5.18), and
         // TC mode must keep working on older kernels.
         Ok(dp)
+    }
+
+    /// The tracer of the kernel's drops, on `skb:kfree_skb` for as long as
+    /// the programs are loaded (its link goes with them). A kernel that
+    /// refuses it leaves the rest working and the view unavailable.
+    fn attach_drop_tracer(&mut self) -> Result<(), String> {
+        let prog: &mut RawTracePoint = self
+            .ebpf
+            .program_mut(names::KFREE_SKB)
+            .ok_or_else(|| "the kernel programs have no drop tracer".to_owned())?
+            .try_into()
+            .map_err(|e| format!("the drop tracer: {e}"))?;
+        prog.load()
+            .map_err(|e| format!("loading the drop tracer: {e}"))?;
+        prog.attach(names::KFREE_SKB_TRACEPOINT)
+            .map_err(|e| format!("attaching to skb:kfree_skb: {e}"))?;
+        Ok(())
+    }
+
+    /// The drop reasons' names, or why drops are not traced.
+    pub fn drop_view(&self) -> Result<&drops::Reasons, &str> {
+        self.drop_view.as_ref().map_err(String::as_str)
+    }
+
+    /// The all-zero key of the gossip, drop and checksum maps counts what found them
+    /// full: it must exist before the programs run. An older object
+    /// without the maps (a benchmark's baseline) has nothing to seed.
+    fn seed_overflow_keys(&mut self) -> Result<(), DatapathError> {
+        use netobs_common::{ChecksumKey, Counter, DropKey, GossipKey};
+        if self.ebpf.map(names::GOSSIP).is_some() {
+            let mut m: aya::maps::HashMap<_, GossipKey, Counter> =
+                map_mut(&mut self.ebpf, names::GOSSIP)?;
+            m.insert(GossipKey::default(), Counter::default(), 0)
+                .map_err(|source| DatapathError::Map {
+                    name: names::GOSSIP,
+                    source,
+                })?;
+        }
+        if self.ebpf.map(names::DROPS).is_some() {
+            let mut m: aya::maps::HashMap<_, DropKey, u64> = map_mut(&mut self.ebpf, names::DROPS)?;
+            m.insert(DropKey::default(), 0, 0)
+                .map_err(|source| DatapathError::Map {
+                    name: names::DROPS,
+                    source,
+                })?;
+        }
+        if self.ebpf.map(names::CHECKSUMS).is_some() {
+            let mut m: aya::maps::HashMap<_, ChecksumKey, u64> =
+                map_mut(&mut self.ebpf, names::CHECKSUMS)?;
+            m.insert(ChecksumKey::default(), 0, 0)
+                .map_err(|source| DatapathError::Map {
+                    name: names::CHECKSUMS,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// The kernel log reader, if the object logs; whoever takes it must

@@ -7,7 +7,8 @@ use std::{
 
 use aya::maps::{HashMap, PerCpuArray};
 use netobs_common::{
-    CacheSlot, Counter, FlowKey, FlowStats, Stat, CACHE_CTL_READING, COUNTER_SLOTS, STAT_COUNT,
+    CacheSlot, ChecksumKey, Counter, DropKey, FlowKey, FlowStats, GossipKey, Stat,
+    CACHE_CTL_READING, COUNTER_SLOTS, STAT_COUNT,
 };
 
 use super::{batch, map_ref, names, Datapath, DatapathError};
@@ -32,6 +33,38 @@ impl Datapath {
             }
         }
         Ok(out)
+    }
+
+    /// UDP gossip per peer and direction since load; the all-zero key holds
+    /// the datagrams that found the map full. Empty for an object without
+    /// the map.
+    pub fn gossip(&self) -> Result<Vec<(GossipKey, Counter)>, DatapathError> {
+        self.hash_entries(names::GOSSIP)
+    }
+
+    /// Overlay-path packets the kernel dropped, since load; the all-zero key
+    /// holds the drops that found the map full.
+    pub fn drops(&self) -> Result<Vec<(DropKey, u64)>, DatapathError> {
+        self.hash_entries(names::DROPS)
+    }
+
+    /// Inner TCP SYNs that arrived in VXLAN, by sender, interface and
+    /// checksum verdict, since load; the all-zero key: map full.
+    pub fn checksums(&self) -> Result<Vec<(ChecksumKey, u64)>, DatapathError> {
+        self.hash_entries(names::CHECKSUMS)
+    }
+
+    fn hash_entries<K: aya::Pod, V: aya::Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<Vec<(K, V)>, DatapathError> {
+        if self.ebpf().map(name).is_none() {
+            return Ok(Vec::new());
+        }
+        let map: HashMap<_, K, V> = map_ref(self.ebpf(), name)?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| DatapathError::Map { name, source })
     }
 
     /// Datapath health counters, indexed by `netobs_common::Stat`.

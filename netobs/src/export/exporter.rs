@@ -95,14 +95,14 @@ impl Exporter {
         self.export_counters(read, ifaces);
         let raised = self.export_groups(&read.groups, ifaces, patterns, inv);
         self.export_health(read, ifaces, inv);
-        let mtu = |ifindex: u32| {
+        let iface = |ifindex: u32| {
             let name = &ifaces.iter().find(|i| i.2 == ifindex)?.1;
-            Some((name.clone(), crate::datapath::attach::mtu(name)?))
+            Some(crate::host::iface_info(name))
         };
         let health = self
             .doctor
-            .observe(read, crate::time::monotonic_secs(), &mtu, inv);
-        self.export_overlay_health(read, &health);
+            .observe(read, crate::time::monotonic_secs(), &iface, inv);
+        self.export_overlay_health(read, ifaces, &health);
         let snapshot = &read.snapshot;
         let flows = snapshot
             .flows
@@ -226,7 +226,7 @@ impl Exporter {
 
     /// The doctor's view: one-way peers as a gauge (0 for the others it
     /// saw), misdirected packets by network and the node they went to.
-    fn export_overlay_health(&mut self, read: &Read, health: &OverlayHealth) {
+    fn export_overlay_health(&mut self, read: &Read, ifaces: &[Iface], health: &OverlayHealth) {
         let m = &mut self.metrics;
         let one_way: Vec<(Vec<String>, i64)> = health
             .peers
@@ -239,6 +239,58 @@ impl Exporter {
             })
             .collect();
         m.gauge_replace(&metrics::DATA_PATH_ONE_WAY, &one_way);
+        let gossip_one_way: Vec<(Vec<String>, i64)> = health
+            .gossip
+            .iter()
+            .map(|g| {
+                let bad = health.findings.iter().any(|f| {
+                    f.kind == HealthKind::GossipUdpOneWay && f.peer.as_deref() == Some(&g.peer)
+                });
+                (vec![g.peer.clone()], i64::from(bad))
+            })
+            .collect();
+        m.gauge_replace(&metrics::GOSSIP_UDP_ONE_WAY, &gossip_one_way);
+        let u = &read.underlay;
+        let broken: Vec<(Vec<String>, i64)> = health
+            .checksums
+            .iter()
+            .map(|c| {
+                let bad = health.findings.iter().any(|f| {
+                    f.kind == HealthKind::ChecksumOffload && f.peer.as_deref() == Some(&c.peer)
+                });
+                (vec![c.peer.clone()], i64::from(bad))
+            })
+            .collect();
+        m.gauge_replace(&metrics::CHECKSUM_OFFLOAD_BROKEN, &broken);
+        for ((_, ifindex), c) in &u.checksums {
+            let name = ifaces
+                .iter()
+                .find(|i| i.2 == *ifindex)
+                .map_or("unknown", |i| i.1.as_str());
+            for (verdict, n) in [("ok", c.ok), ("partial", c.partial), ("bad", c.bad)] {
+                m.inc(&metrics::INNER_CHECKSUMS, &[&c.name, name, verdict], n);
+            }
+        }
+        m.inc(&metrics::UNDERLAY_UNTRACKED, &[], u.untracked);
+        for g in u.gossip.values() {
+            m.inc(
+                &metrics::GOSSIP_UDP_PACKETS,
+                &[&g.name, Direction::Egress.name()],
+                g.packets_out,
+            );
+            m.inc(
+                &metrics::GOSSIP_UDP_PACKETS,
+                &[&g.name, Direction::Ingress.name()],
+                g.packets_in,
+            );
+        }
+        for d in &u.drops {
+            m.inc(
+                &metrics::KERNEL_DROPS,
+                &[&d.name, d.direction.name(), d.traffic.name(), &d.reason],
+                d.packets,
+            );
+        }
         for x in &read.misdirected {
             m.inc(
                 &metrics::VXLAN_MISDIRECTED,

@@ -1,5 +1,6 @@
 //! The agent's HTTP endpoint: `/metrics`, `/healthz` and a read-only JSON
-//! API under `/api/v1/` (flows, inventory, alerts). Loopback by default.
+//! API under `/api/v1/` (flows, inventory, alerts). Loopback by default;
+//! with a token, every request but `/healthz` must carry it.
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use crate::{
         InventoryEndpoint, OverlayHealth, Summary, SummaryEndpoint,
     },
     inventory::Inventory,
+    token::Token,
 };
 
 /// What the API serves, replaced as a whole after every read of the maps.
@@ -49,7 +51,9 @@ pub async fn serve(
     addr: SocketAddr,
     registry: Registry,
     state: watch::Receiver<Arc<ApiState>>,
+    token: Option<Token>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let token = Arc::new(token);
     let listener = TcpListener::bind(addr).await?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
@@ -63,9 +67,10 @@ pub async fn serve(
             };
             let registry = registry.clone();
             let state = state.clone();
+            let token = token.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let resp = handle(&req, &registry, &state);
+                    let resp = handle(&req, &registry, &state, token.as_ref().as_ref());
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let conn = http1::Builder::new()
@@ -105,9 +110,28 @@ fn handle(
     req: &Request<Incoming>,
     registry: &Registry,
     state: &watch::Receiver<Arc<ApiState>>,
+    token: Option<&Token>,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "read-only\n");
+    }
+    if let Some(t) = token {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if req.uri().path() != "/healthz" && !t.accepts(given) {
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "missing or wrong bearer token\n",
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
     }
     let s = state.borrow().clone();
     match req.uri().path() {

@@ -180,6 +180,49 @@ metric!(
     "VXLAN sent to peer_node for a task another node runs: a stale forwarding entry."
 );
 
+metric!(
+    GOSSIP_UDP_PACKETS,
+    "netobs_gossip_udp_packets_total",
+    Counter,
+    ["peer_node", "direction"],
+    "UDP gossip datagrams (port 7946) to and from a peer node."
+);
+metric!(
+    GOSSIP_UDP_ONE_WAY,
+    "netobs_gossip_udp_one_way",
+    Gauge,
+    ["peer_node"],
+    "1 while UDP gossip leaves for a peer node and none comes back from it (30 s); 0 for the other peers seen."
+);
+metric!(
+    KERNEL_DROPS,
+    "netobs_kernel_drops_total",
+    Counter,
+    ["peer_node", "direction", "traffic", "reason"],
+    "Overlay-path packets (traffic vxlan, esp or gossip) this node's kernel dropped, by its drop reason (skb:kfree_skb; Linux 5.17+)."
+);
+metric!(
+    INNER_CHECKSUMS,
+    "netobs_inner_checksums_total",
+    Counter,
+    ["peer_node", "iface", "verdict"],
+    "Inner TCP SYNs that arrived in VXLAN, by the checksum they carried: ok, partial (never filled in, normal from the same host) or bad."
+);
+metric!(
+    CHECKSUM_OFFLOAD_BROKEN,
+    "netobs_checksum_offload_broken",
+    Gauge,
+    ["peer_node"],
+    "1 while inner SYNs from a peer node arrive with wrong checksums, or never filled in over a wire (30 s); 0 for the other peers seen."
+);
+metric!(
+    UNDERLAY_UNTRACKED,
+    "netobs_underlay_untracked_packets_total",
+    Counter,
+    [],
+    "Gossip datagrams, kernel drops and checksummed SYNs counted without their peer because the kernel's maps of them were full."
+);
+
 pub const METRICS: &[MetricDef] = &[
     PACKETS,
     BYTES,
@@ -203,6 +246,12 @@ pub const METRICS: &[MetricDef] = &[
     DATA_PATH_ONE_WAY,
     VXLAN_MISDIRECTED,
     OVERLAY_FRAGMENTS,
+    GOSSIP_UDP_PACKETS,
+    GOSSIP_UDP_ONE_WAY,
+    KERNEL_DROPS,
+    INNER_CHECKSUMS,
+    CHECKSUM_OFFLOAD_BROKEN,
+    UNDERLAY_UNTRACKED,
 ];
 
 /// Label value that stands in for everything past the series cap.

@@ -35,7 +35,14 @@ pub fn ask_agent(ns: &Netns, args: &[&str]) -> std::process::Output {
 /// One document of the agent's API, typed (its version checked).
 pub fn api<E: Endpoint>(ns: &Netns) -> E::Body {
     let body = http_get(ns, metrics_addr(), E::PATH).unwrap_or_default();
-    client::parse::<E>(metrics_addr(), &body).unwrap_or_else(|e| panic!("{e:#}: {body}"))
+    client::parse::<E>(
+        &client::Agent {
+            addr: metrics_addr(),
+            token: None,
+        },
+        &body,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: {body}"))
 }
 
 /// `netobs run` on `dev` in `ns`, asking the engine at `docker_host`, its
