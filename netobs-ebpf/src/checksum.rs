@@ -1,10 +1,11 @@
 //! Inner TCP checksums of SYNs arriving in VXLAN: broken checksum offload
 //! (moby#41775) sends encapsulated segments whose inner checksum the NIC
 //! never filled in, and the receiver drops them after decapsulation, where
-//! nothing says why. Only SYNs without payload are summed (20-60 bytes,
-//! once per connection attempt and its retries): they are what a broken
-//! path makes retry, and they carry no payload to sum. Only on ingress:
-//! egress checksums are legitimately left for the NIC.
+//! nothing says why. Only SYNs without payload are summed (20-60 bytes;
+//! each attempt and each retry), in a program of their own that the hot
+//! programs tail-call once the packet is counted (`maps::RARE_TC`, `maps::RARE_XDP`): no other
+//! packet carries this code. Only on ingress: egress checksums are
+//! legitimately left for the NIC.
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_csum_diff};
 use netobs_common::{
     ChecksumKey, FlowKey, CSUM_BAD, CSUM_OK, CSUM_PARTIAL, FAMILY_IPV4, IPPROTO_TCP_U8,
@@ -15,6 +16,7 @@ use crate::{
     packet::Packet,
     parse::Meta,
     record::add64,
+    verifier::forget,
 };
 
 /// `-EEXIST` from a `BPF_NOEXIST` insert.
@@ -45,9 +47,14 @@ pub fn check<P: Packet>(pkt: &P, key: &FlowKey, meta: &Meta) {
     };
     // SAFETY: per-CPU scratch, one program run at a time on this CPU.
     let buf = unsafe { &mut (*s).payload };
-    let hdr = buf.as_mut_ptr() as *mut [u8; 60];
+    // The length as the verifier can bound it: LLVM folds `20..=60` into
+    // one subtraction whose bounds the verifier does not carry back, so the
+    // length is masked into 1..=64 behind a value LLVM cannot see through
+    // (it is `doff` itself: 20..=60 was checked above).
+    let doff = (forget(doff as u32 - 1) & 63) as usize + 1;
+    let hdr = buf.as_mut_ptr() as *mut [u8; 64];
     // SAFETY: the buffer is 128 bytes.
-    if !pkt.copy_into::<60>(meta.tcp_off, unsafe { &mut *hdr }, doff) {
+    if !pkt.copy_into::<64>(meta.tcp_off, unsafe { &mut *hdr }, doff) {
         return;
     }
     // The pseudo-header (RFC 793 / RFC 8200 §8.1), built in the buffer.

@@ -2,7 +2,7 @@
 //! flow table and the matcher at load time.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     Global,
 };
 use netobs_common::{
@@ -48,6 +48,15 @@ pub static CACHE_CTL: Array<u32> = Array::with_max_entries(1, 0);
 /// UDP gossip per peer and direction (see `gossip`).
 #[map]
 pub static GOSSIP: HashMap<GossipKey, Counter> = HashMap::with_max_entries(MAX_GOSSIP_PEERS, 0);
+
+/// The rare check (inner SYN checksums), a program of its own reached by a
+/// tail call once a packet is counted: its code and registers stay out of
+/// the hot path. One array per program type (an array belongs to the
+/// first type that uses it); filled by the agent.
+#[map]
+pub static RARE_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static RARE_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Inner TCP SYNs arriving in VXLAN by checksum verdict (see `checksum`).
 #[map]

@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
     helpers::{
         bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_skb_pull_data,
-        bpf_xdp_load_bytes,
+        bpf_tail_call, bpf_xdp_load_bytes,
     },
     programs::{TcContext, XdpContext},
 };
@@ -37,6 +37,9 @@ pub trait Packet {
     fn at<const N: usize>(&self, off: usize) -> Option<Hdr>;
     /// Copies `n` (1..=`N`) bytes at `off` into `dst`.
     fn copy_into<const N: usize>(&self, off: usize, dst: &mut [u8; N], n: usize) -> bool;
+    /// Jumps to this hook's rare-check program (`maps::RARE_TC`,
+    /// `maps::RARE_XDP`); returns only if there is none.
+    fn tail_call_rare(&self);
 }
 
 /// A header in the packet whose length has been checked; field reads are
@@ -239,6 +242,18 @@ impl Packet for Tc {
         };
         ret == 0
     }
+
+    #[inline(always)]
+    fn tail_call_rare(&self) {
+        // SAFETY: the program's own context and a program array.
+        unsafe {
+            bpf_tail_call(
+                self.skb as *mut _,
+                &raw const crate::maps::RARE_TC as *mut _,
+                0,
+            )
+        };
+    }
 }
 
 pub struct Xdp {
@@ -296,5 +311,17 @@ impl Packet for Xdp {
             bpf_xdp_load_bytes(self.ctx, off as u32, dst.as_mut_ptr() as *mut _, n as u32)
         };
         ret == 0
+    }
+
+    #[inline(always)]
+    fn tail_call_rare(&self) {
+        // SAFETY: the program's own context and a program array.
+        unsafe {
+            bpf_tail_call(
+                self.ctx as *mut _,
+                &raw const crate::maps::RARE_XDP as *mut _,
+                0,
+            )
+        };
     }
 }

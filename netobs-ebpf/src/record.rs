@@ -46,12 +46,32 @@ pub fn observe<P: Packet>(pkt: &P, direction: Direction) -> Class {
         let key = unsafe { key.assume_init_mut() };
         key.ifindex = ifindex;
         key.direction = direction as u8;
-        if direction == Direction::Ingress && meta.inner_tcp && meta.tcp_flags & TCP_SYN != 0 {
-            checksum::check(pkt, key, &meta);
-        }
         flow(pkt, &cfg, key, &meta, packets, bytes);
+        // Last, once everything is counted: an inner SYN arriving has its
+        // checksum judged in a program of its own (`maps::RARE_TC`).
+        if direction == Direction::Ingress && meta.tcp_flags & TCP_SYN != 0 {
+            pkt.tail_call_rare();
+        }
     }
     class
+}
+
+/// The rare-check program for inner SYN checksums: the packet parsed
+/// again (only SYNs arriving get here), then judged.
+#[inline(always)]
+pub fn checksum<P: Packet>(pkt: &P) {
+    let cfg = Cfg;
+    let mut meta = Meta::default();
+    if parse::classify(pkt, &cfg, Direction::Ingress, &mut meta) != Class::Vxlan || !meta.inner_tcp
+    {
+        return;
+    }
+    let Some(key) = scratch_key() else {
+        return;
+    };
+    // SAFETY: classify initialised the key for VXLAN.
+    let key = unsafe { key.assume_init_ref() };
+    checksum::check(pkt, key, &meta);
 }
 
 #[inline(always)]

@@ -868,28 +868,29 @@ fn ones_sum(bytes: &[u8]) -> u16 {
     s as u16
 }
 
-/// The inner SYNs' checksums, summed only for SYNs arriving (never on
-/// egress, where checksums are left for the NIC): right, never filled in
-/// (the pseudo-header's sum, what a stack leaves for the NIC) and wrong,
-/// for IPv4 and IPv6 inner headers; other segments are not summed.
+/// The inner SYNs' checksums, summed for every SYN arriving (in the
+/// tail-called check program; never on egress, where checksums are left
+/// for the NIC): right, never filled in (the pseudo-header's sum, what a
+/// stack leaves for the NIC) and wrong, for IPv4 and IPv6 inner headers; a
+/// segment that is no SYN and a SYN leaving are not summed.
 #[test]
 fn inner_syn_checksums_are_judged_on_ingress() {
     use netobs_common::{CSUM_BAD, CSUM_OK, CSUM_PARTIAL};
     require_root!();
     let mut h = Harness::default();
     // Ethernet 14 + IPv4 20: the TCP header, its checksum at 16.
-    let v4 = |check: Option<u16>| {
-        let mut inner = packets::tcp_syn(&Net::containers(), 40001, 80);
+    let v4 = |sport: u16, check: Option<u16>| {
+        let mut inner = packets::tcp_syn(&Net::containers(), sport, 80);
         if let Some(c) = check {
             inner[34 + 16..34 + 18].copy_from_slice(&c.to_be_bytes());
         }
         packets::vxlan(&Net::nodes(), 4789, 7, &inner)
     };
-    let good = v4(None);
+    let good = v4(40001, None);
     // Source, destination, protocol 6, TCP length 20.
     let pseudo = [10, 0, 9, 2, 10, 0, 9, 3, 0, 6, 0, 20];
-    let partial = v4(Some(ones_sum(&pseudo)));
-    let wrong = v4(Some(0x1234));
+    let partial = v4(40003, Some(ones_sum(&pseudo)));
+    let wrong = v4(40004, Some(0x1234));
     let v6_inner = packets::tcp_syn(&Net::v6("fd00::2", "fd00::3"), 40002, 80);
     let v6 = packets::vxlan(&Net::nodes(), 4789, 7, &v6_inner);
     // Not summed: a segment that is no SYN, a SYN leaving.
@@ -897,7 +898,8 @@ fn inner_syn_checksums_are_judged_on_ingress() {
     for pkt in [&good, &partial, &wrong, &v6, &data] {
         assert_eq!(h.classify(pkt), Class::Vxlan);
     }
-    let run = RunPacket::new(&wrong);
+    let leaving = v4(40005, Some(0x1234));
+    let run = RunPacket::new(&leaving);
     h.dp.run_tc(Direction::Egress, &run, 1).expect("tc egress");
     let mut seen: Vec<(u8, u64)> =
         h.dp.checksums()

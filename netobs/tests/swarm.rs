@@ -928,8 +928,9 @@ fn blocked_udp_gossip_is_named_and_clears(s: &Scene) {
     });
 }
 
-/// VXLAN whose inner SYNs carry a wrong checksum (what a NIC with broken
-/// offload, or a device that corrupts them, delivers) arriving at the
+/// VXLAN whose inner SYNs (12 connection attempts) carry a wrong checksum
+/// (what a NIC with broken offload, or a device that corrupts them,
+/// delivers) arriving at the
 /// worker from the manager: the worker's doctor names the manager, the
 /// exact count, its interface and driver, and the fix; the checksum
 /// counter says exactly as many.
@@ -937,18 +938,25 @@ fn wrong_inner_checksums_are_named_with_the_driver(s: &Scene) {
     const SYNS: usize = 12;
     let swarm = &s.swarm;
     let vni: u32 = s.vni.trim().parse().expect("backend's VNI");
-    let mut inner = packets::tcp_syn(&Net::v4([10, 0, 9, 250], [10, 0, 9, 251]), 40100, 80);
-    // Ethernet 14 + IPv4 20, then the TCP checksum at 16.
-    inner[50] ^= 0x5a;
-    let mut payload = packets::vxlan_header(vni).to_vec();
-    payload.extend_from_slice(&inner);
+    // One connection attempt each (the check sums a SYN new to its flow).
+    let frames: Vec<Vec<u8>> = (0..SYNS as u16)
+        .map(|i| {
+            let mut inner =
+                packets::tcp_syn(&Net::v4([10, 0, 9, 250], [10, 0, 9, 251]), 40100 + i, 80);
+            // Ethernet 14 + IPv4 20, then the TCP checksum at 16.
+            inner[50] ^= 0x5a;
+            let mut payload = packets::vxlan_header(vni).to_vec();
+            payload.extend_from_slice(&inner);
+            payload
+        })
+        .collect();
     let to = SocketAddr::from((WORKER_ADDR.parse::<Ipv4Addr>().expect("addr"), 4789));
     swarm
         .ns_manager
         .run_in(move || {
             let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("UDP socket");
-            for _ in 0..SYNS {
-                sock.send_to(&payload, to).expect("sending VXLAN");
+            for f in &frames {
+                sock.send_to(f, to).expect("sending VXLAN");
             }
         })
         .expect("in the manager's namespace");

@@ -6,6 +6,7 @@
 //! Every document is an object `{"api_version": N, "data": ...}`; a client
 //! checks the version before reading the data, so an agent of another
 //! version is named as such rather than misread.
+mod cluster;
 mod enums;
 mod event;
 mod flow;
@@ -13,6 +14,7 @@ mod health;
 mod policy;
 mod totals;
 
+pub use cluster::{Answer, ClusterView, NodeAnswer};
 pub use enums::{Encryption, NetworkStatus, PortSource, Severity};
 pub use event::{EventKind, FlowEvent};
 pub use flow::{Flow, FlowLabels, FlowList, LabelledFlow};

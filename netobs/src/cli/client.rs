@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Deserialize;
 
@@ -20,11 +20,13 @@ use crate::{
 
 const MAX_ANSWER: u64 = 256 << 20;
 
-/// Where an agent answers, and the token it wants.
+/// Where an agent answers, the token it wants, and how long it has.
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub addr: SocketAddr,
     pub token: Option<Token>,
+    /// To connect and to answer; `None`: 2 s to connect, 10 s to answer.
+    pub timeout: Option<Duration>,
 }
 
 impl std::fmt::Display for Agent {
@@ -49,6 +51,7 @@ impl AgentArgs {
         Ok(Agent {
             addr: self.agent,
             token: self.token()?,
+            timeout: None,
         })
     }
 
@@ -61,17 +64,53 @@ impl AgentArgs {
     }
 }
 
+/// Why an agent gave no document: each one line, naming the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Nothing answers: no agent, or the host is down or unreachable.
+    #[error("{0}")]
+    Down(String),
+    /// Connected, but no whole answer in time.
+    #[error("{0}")]
+    Slow(String),
+    /// It wants another token.
+    #[error("{0}")]
+    Refused(String),
+    /// Another version of the API.
+    #[error("{0}")]
+    Incompatible(String),
+    /// Anything else: an answer this netobs cannot read.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The body of an HTTP 200 answer to `GET path`.
-pub fn get(agent: &Agent, path: &str) -> Result<String> {
-    let no_agent = || {
-        format!(
-            "no netobs agent answers at {agent}: start one with `netobs run --iface IF` \
-             (or point --agent at its --metrics-addr)"
-        )
+pub fn get(agent: &Agent, path: &str) -> Result<String, Failure> {
+    let (connect, answer) = match agent.timeout {
+        Some(t) => (t, t),
+        None => (Duration::from_secs(2), Duration::from_secs(10)),
     };
-    let mut s =
-        TcpStream::connect_timeout(&agent.addr, Duration::from_secs(2)).with_context(no_agent)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let down = |e: std::io::Error| {
+        Failure::Down(format!(
+            "no netobs agent answers at {agent} ({e}): start one with `netobs run --iface IF` \
+             (or point --agent at its --metrics-addr)"
+        ))
+    };
+    let slow = |e: std::io::Error| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            Failure::Slow(format!(
+                "the agent at {agent} did not answer {path} within {} s",
+                answer.as_secs()
+            ))
+        } else {
+            down(e)
+        }
+    };
+    let mut s = TcpStream::connect_timeout(&agent.addr, connect).map_err(down)?;
+    s.set_read_timeout(Some(answer)).map_err(down)?;
     let auth = agent
         .token
         .as_ref()
@@ -80,24 +119,29 @@ pub fn get(agent: &Agent, path: &str) -> Result<String> {
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {agent}\r\n{auth}Connection: close\r\n\r\n"
-    )?;
+    )
+    .map_err(down)?;
     // Bounded: an answer larger than any the agent sends (1,000 flows are
     // a few MiB) is not read to its end.
     let mut raw = Vec::new();
     (&mut s)
         .take(MAX_ANSWER)
         .read_to_end(&mut raw)
-        .with_context(no_agent)?;
+        .map_err(slow)?;
     if raw.len() as u64 >= MAX_ANSWER {
-        bail!("the agent at {agent} sent more than {MAX_ANSWER} bytes for {path}");
+        return Err(Failure::Failed(format!(
+            "the agent at {agent} sent more than {MAX_ANSWER} bytes for {path}"
+        )));
     }
     let text = String::from_utf8_lossy(&raw);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("the agent at {agent} sent no HTTP answer");
+        return Err(Failure::Failed(format!(
+            "the agent at {agent} sent no HTTP answer"
+        )));
     };
     let status = head.lines().next().unwrap_or_default();
     if status.contains(" 401 ") {
-        bail!(
+        return Err(Failure::Refused(format!(
             "the agent at {agent} refuses this netobs: {} (give its token with \
              --api-token-file)",
             if agent.token.is_some() {
@@ -105,22 +149,24 @@ pub fn get(agent: &Agent, path: &str) -> Result<String> {
             } else {
                 "it wants an API token"
             }
-        );
+        )));
     }
     if !status.contains(" 200 ") {
-        bail!("the agent at {agent} answered {path} with {status:?}");
+        return Err(Failure::Failed(format!(
+            "the agent at {agent} answered {path} with {status:?}"
+        )));
     }
     Ok(body.to_owned())
 }
 
 /// Reads one of the API's documents, after checking that the agent speaks
 /// this version of the API.
-pub fn fetch<E: Endpoint>(agent: &Agent) -> Result<E::Body> {
+pub fn fetch<E: Endpoint>(agent: &Agent) -> Result<E::Body, Failure> {
     parse::<E>(agent, &get(agent, E::PATH)?)
 }
 
 /// The body of a document `E` sent by `agent`.
-pub fn parse<E: Endpoint>(agent: &Agent, body: &str) -> Result<E::Body> {
+pub fn parse<E: Endpoint>(agent: &Agent, body: &str) -> Result<E::Body, Failure> {
     #[derive(Deserialize)]
     struct Version {
         api_version: Option<u32>,
@@ -131,17 +177,25 @@ pub fn parse<E: Endpoint>(agent: &Agent, body: &str) -> Result<E::Body> {
         }) => {}
         Ok(Version {
             api_version: Some(v),
-        }) => bail!(
-            "the agent at {agent} speaks API version {v}, this netobs version {}: run the \
-             same netobs release on both sides",
-            api::VERSION
-        ),
-        _ => bail!(
-            "the agent at {agent} does not say which API version it speaks (an older \
-             netobs?): run the same netobs release on both sides"
-        ),
+        }) => {
+            return Err(Failure::Incompatible(format!(
+                "the agent at {agent} speaks API version {v}, this netobs version {}: run the \
+                 same netobs release on both sides",
+                api::VERSION
+            )))
+        }
+        _ => {
+            return Err(Failure::Incompatible(format!(
+                "the agent at {agent} does not say which API version it speaks (an older \
+                 netobs?): run the same netobs release on both sides"
+            )))
+        }
     }
-    let doc: Doc<E::Body> = serde_json::from_str(body)
-        .with_context(|| format!("the agent's {} is not what this netobs reads", E::PATH))?;
+    let doc: Doc<E::Body> = serde_json::from_str(body).map_err(|e| {
+        Failure::Failed(format!(
+            "the agent's {} is not what this netobs reads: {e}",
+            E::PATH
+        ))
+    })?;
     Ok(doc.data)
 }

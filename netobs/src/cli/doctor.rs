@@ -144,7 +144,7 @@ pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
     let h = match args
         .agent
         .agent()
-        .and_then(|a| client::fetch::<HealthEndpoint>(&a))
+        .and_then(|a| Ok(client::fetch::<HealthEndpoint>(&a)?))
     {
         Ok(h) => only(h, &args),
         Err(e) => {

@@ -40,6 +40,11 @@ pub mod names {
     pub const CLOCK_PROBE: &str = "clock_probe";
     /// On `skb:kfree_skb`, and that tracepoint's name.
     pub const KFREE_SKB: &str = "netobs_kfree_skb";
+    /// The rare check, tail-called through `RARE_TC` / `RARE_XDP`.
+    pub const TC_CHECKSUM: &str = "netobs_tc_checksum";
+    pub const XDP_CHECKSUM: &str = "netobs_xdp_checksum";
+    pub const RARE_TC: &str = "RARE_TC";
+    pub const RARE_XDP: &str = "RARE_XDP";
     pub const KFREE_SKB_TRACEPOINT: &str = "kfree_skb";
     pub const DROP_CONFIG: &str = "DROP_CONFIG";
     pub const GOSSIP: &str = "GOSSIP";
@@ -336,6 +341,7 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        dp.fill_rare(names::TC_CHECKSUM, names::RARE_TC)?;
         if !opts.replay {
             dp.tick_clock = Some(dp.calibrate_clock()?);
         }
@@ -440,8 +446,55 @@ impl Datapath {
         if prog.fd().is_err() {
             prog.load()
                 .map_err(|source| DatapathError::Program { name, source })?;
+            if name == names::XDP {
+                self.fill_rare(names::XDP_CHECKSUM, names::RARE_XDP)?;
+            }
         }
-        Ok(prog)
+        self.ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DatapathError::Missing {
+                kind: "XDP program",
+                name,
+            })
+    }
+
+    /// Loads the rare-check program `name` and puts it in the program array
+    /// `array`, where the hot programs tail-call it. An older object without
+    /// them (a benchmark's baseline) has nothing to fill.
+    fn fill_rare(&mut self, name: &'static str, array: &'static str) -> Result<(), DatapathError> {
+        let Some(prog) = self.ebpf.program_mut(name) else {
+            return Ok(());
+        };
+        let fd = match prog {
+            aya::programs::Program::SchedClassifier(p) => {
+                p.load()
+                    .map_err(|source| DatapathError::Program { name, source })?;
+                p.fd()
+            }
+            aya::programs::Program::Xdp(p) => {
+                p.load()
+                    .map_err(|source| DatapathError::Program { name, source })?;
+                p.fd()
+            }
+            _ => {
+                return Err(DatapathError::Missing {
+                    kind: "rare-check program",
+                    name,
+                })
+            }
+        }
+        .map_err(|source| DatapathError::Program { name, source })?
+        .try_clone()
+        .map_err(|e| DatapathError::Program {
+            name,
+            source: aya::programs::ProgramError::IOError(e),
+        })?;
+        let mut rare: aya::maps::ProgramArray<_> = map_mut(&mut self.ebpf, array)?;
+        rare.set(0, &fd, 0).map_err(|source| DatapathError::Map {
+            name: array,
+            source,
+        })
     }
 
     /// A TC program of the object by name, loaded on first use.

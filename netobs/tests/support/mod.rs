@@ -39,6 +39,7 @@ pub fn api<E: Endpoint>(ns: &Netns) -> E::Body {
         &client::Agent {
             addr: metrics_addr(),
             token: None,
+            timeout: None,
         },
         &body,
     )
