@@ -1,13 +1,14 @@
 //! The drop tracer's view of this kernel: where `struct sk_buff` and the
 //! structures behind it keep what the tracer reads, and the names of the
-//! drop reasons, both from the running kernel's BTF. Rust eBPF has no CO-RE
+//! drop reasons, both from the running kernel's BTF (`btf.rs`). Rust eBPF has no CO-RE
 //! relocations, so the offsets are resolved here and handed to the program
 //! in its read-only `DROP_CONFIG`. Without BTF or without drop reasons
 //! (before 5.17) the view is unavailable, and says why.
 use std::{collections::BTreeMap, os::unix::fs::MetadataExt};
 
-use btf_rs::{Btf, Type};
 use netobs_common::DropConfig;
+
+use super::btf::Btf;
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const REASON_ENUM: &str = "skb_drop_reason";
@@ -34,9 +35,15 @@ impl Reasons {
 /// The tracer's configuration and the reasons' names, or why this kernel
 /// cannot give them.
 pub fn resolve() -> Result<(DropConfig, Reasons), String> {
-    let btf = Btf::from_file(VMLINUX_BTF)
+    let data = std::fs::read(VMLINUX_BTF)
         .map_err(|e| format!("this kernel has no readable BTF ({VMLINUX_BTF}: {e})"))?;
-    let reasons = reasons(&btf)?;
+    let btf = Btf::parse(data).map_err(|e| format!("{VMLINUX_BTF}: {e}"))?;
+    let reasons = btf.enum_values(REASON_ENUM).ok_or_else(|| {
+        format!(
+            "this kernel has no drop reasons (enum {REASON_ENUM}: Linux 5.17 or later gives \
+             them)"
+        )
+    })?;
     let first_reason = reasons
         .iter()
         .find(|(_, n)| n.as_str() == FIRST_REASON)
@@ -65,95 +72,23 @@ pub fn resolve() -> Result<(DropConfig, Reasons), String> {
     Ok((cfg, Reasons(names)))
 }
 
-fn reasons(btf: &Btf) -> Result<Vec<(u32, String)>, String> {
-    let unavailable = || {
-        format!(
-            "this kernel has no drop reasons (enum {REASON_ENUM}: Linux 5.17 or later gives \
-             them)"
-        )
-    };
-    let types = btf
-        .resolve_types_by_name(REASON_ENUM)
-        .map_err(|_| unavailable())?;
-    let Some(Type::Enum(e)) = types.into_iter().find(|t| matches!(t, Type::Enum(_))) else {
-        return Err(unavailable());
-    };
-    e.members
-        .iter()
-        .map(|m| {
-            btf.resolve_name(m)
-                .map(|n| (m.val(), n))
-                .map_err(|e| format!("enum {REASON_ENUM}: {e}"))
-        })
-        .collect()
-}
-
 /// Byte offset of `path` (members, each inside the previous one's type)
-/// in `struct ty`. Anonymous unions and structs are looked into, as C
-/// does.
+/// in `struct ty`.
 fn offset(btf: &Btf, ty: &str, path: &[&str]) -> Result<u16, String> {
     let missing = || format!("struct {ty} has no {} in this kernel's BTF", path.join("."));
-    let mut current = btf
-        .resolve_types_by_name(ty)
-        .map_err(|_| missing())?
-        .into_iter()
-        .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
-        .ok_or_else(missing)?;
+    let mut id = btf.struct_id(ty).ok_or_else(missing)?;
     let mut bits = 0u32;
     for (i, name) in path.iter().enumerate() {
-        let (b, member_type) = member(btf, &current, name, 0).ok_or_else(missing)?;
-        bits += b;
+        let m = btf.member(id, name).ok_or_else(missing)?;
+        bits += m.bits;
         if i + 1 < path.len() {
-            current = strip(btf, member_type).ok_or_else(missing)?;
+            id = btf.strip(m.type_id).ok_or_else(missing)?;
         }
     }
     if !bits.is_multiple_of(8) {
         return Err(missing());
     }
     u16::try_from(bits / 8).map_err(|_| missing())
-}
-
-/// (bit offset, type) of member `name` of the struct or union `t`.
-fn member(btf: &Btf, t: &Type, name: &str, depth: u32) -> Option<(u32, Type)> {
-    let (Type::Struct(s) | Type::Union(s)) = t else {
-        return None;
-    };
-    // Anonymous members nest a few levels in practice; the bound only keeps
-    // a malformed BTF from looping.
-    if depth > 8 {
-        return None;
-    }
-    for m in &s.members {
-        let n = btf.resolve_name(m).ok()?;
-        let mt = btf.resolve_chained_type(m).ok()?;
-        if n == name {
-            return Some((m.bit_offset(), mt));
-        }
-        if n.is_empty() {
-            if let Some(inner) = strip(btf, mt) {
-                if let Some((b, found)) = member(btf, &inner, name, depth + 1) {
-                    return Some((m.bit_offset() + b, found));
-                }
-            }
-        }
-    }
-    None
-}
-
-/// The struct or union behind typedefs and qualifiers.
-fn strip(btf: &Btf, mut t: Type) -> Option<Type> {
-    for _ in 0..16 {
-        match t {
-            Type::Struct(_) | Type::Union(_) => return Some(t),
-            Type::Typedef(ref x) => t = btf.resolve_chained_type(x).ok()?,
-            Type::Volatile(ref x) | Type::Const(ref x) | Type::Restrict(ref x) => {
-                t = btf.resolve_chained_type(x).ok()?
-            }
-            Type::TypeTag(ref x) => t = btf.resolve_chained_type(x).ok()?,
-            _ => return None,
-        }
-    }
-    None
 }
 
 #[cfg(test)]

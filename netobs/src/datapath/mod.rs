@@ -3,6 +3,7 @@
 //! captured packets. Nothing here knows about Docker.
 pub mod attach;
 mod batch;
+mod btf;
 pub mod clock;
 pub mod drops;
 pub mod events;
