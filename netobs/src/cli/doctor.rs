@@ -5,7 +5,7 @@ use std::{fmt::Write, process::ExitCode};
 use anyhow::Result;
 use clap::Args;
 
-use super::client;
+use super::{client, cluster};
 use crate::{
     api::{HealthEndpoint, OverlayHealth},
     doctor,
@@ -15,6 +15,8 @@ use crate::{
 pub struct DoctorArgs {
     #[command(flatten)]
     agent: client::AgentArgs,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
     /// One JSON document
     #[arg(long)]
     json: bool,
@@ -140,7 +142,30 @@ fn text(h: &OverlayHealth) -> String {
     out
 }
 
+/// `--cluster`: every node's health, each under its name.
+fn doctor_cluster(args: &DoctorArgs) -> Result<ExitCode> {
+    let members = match cluster::members_or_exit(&args.agent, &args.cluster) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let mut view = cluster::ask::<HealthEndpoint>(&members);
+    for n in &mut view.nodes {
+        if let crate::api::Answer::Ok { data } = &mut n.answer {
+            *data = only(std::mem::take(data), args);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&view)?);
+    } else {
+        print!("{}", cluster::text(&view, text));
+    }
+    Ok(ExitCode::from(cluster::exit_code(&view, doctor::exit_code)))
+}
+
 pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
+    if args.cluster.cluster {
+        return doctor_cluster(&args);
+    }
     let h = match args
         .agent
         .agent()

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{
-    client,
+    client, cluster,
     render::human_bytes,
     table::{Rates, Row},
 };
@@ -16,11 +16,13 @@ use crate::api::{Doc, FlowsEndpoint};
 pub struct FlowsArgs {
     #[command(flatten)]
     agent: client::AgentArgs,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
     /// One JSON document per refresh
     #[arg(long)]
     json: bool,
     /// Refresh every second until interrupted
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     watch: bool,
 }
 
@@ -57,7 +59,41 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
+/// `--cluster`: one table of every node's flows, a column naming the node
+/// that saw each (totals: rates need two reads).
+fn flows_cluster(args: &FlowsArgs) -> Result<ExitCode> {
+    let members = match cluster::members_or_exit(&args.agent, &args.cluster) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let view = cluster::ask::<FlowsEndpoint>(&members);
+    if args.json {
+        println!("{}", serde_json::to_string(&view)?);
+    } else {
+        let mut out = String::new();
+        for n in &view.nodes {
+            let crate::api::Answer::Ok { data } = &n.answer else {
+                continue;
+            };
+            let rows = Rates::default().rows(&data.flows);
+            for (i, line) in table(&rows).lines().enumerate() {
+                match (i, out.is_empty()) {
+                    (0, true) => out.push_str(&format!("{:<24} {line}\n", "node")),
+                    (0, false) => {}
+                    _ => out.push_str(&format!("{:<24} {line}\n", n.node)),
+                }
+            }
+        }
+        out.push_str(&cluster::unanswered_lines(&view));
+        print!("{out}");
+    }
+    Ok(ExitCode::from(cluster::exit_code(&view, |_| 0)))
+}
+
 pub fn flows(args: FlowsArgs) -> Result<ExitCode> {
+    if args.cluster.cluster {
+        return flows_cluster(&args);
+    }
     let agent = args.agent.agent()?;
     let mut rates = Rates::default();
     loop {

@@ -2,6 +2,7 @@
 //! one line on stderr that says what to do.
 mod audit;
 pub mod client;
+pub mod cluster;
 mod doctor;
 mod flows;
 pub(crate) mod render;

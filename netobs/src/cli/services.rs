@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
 
-use super::{client, render::human_bytes};
+use super::{client, cluster, render::human_bytes};
 use crate::{
     api::{Flow, FlowsEndpoint, InventoryEndpoint},
     inventory::services::{services as views, ServiceView, TaskView},
@@ -20,6 +20,8 @@ pub struct ServicesArgs {
     name: Option<String>,
     #[command(flatten)]
     agent: client::AgentArgs,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
     /// One JSON document
     #[arg(long)]
     json: bool,
@@ -119,15 +121,38 @@ fn text(services: &[Service]) -> String {
     out
 }
 
-pub fn services(args: ServicesArgs) -> Result<ExitCode> {
-    let agent = args.agent.agent()?;
-    let inv = client::fetch::<InventoryEndpoint>(&agent)?;
-    let list = client::fetch::<FlowsEndpoint>(&agent)?;
+/// The services one agent sees, with their traffic.
+fn read(agent: &client::Agent, name: Option<&str>) -> Result<Vec<Service>, client::Failure> {
+    let inv = client::fetch::<InventoryEndpoint>(agent)?;
+    let list = client::fetch::<FlowsEndpoint>(agent)?;
     let flows: Vec<&Flow> = list.flows.iter().map(|f| &f.flow).collect();
-    let list: Vec<Service> = views(&inv, args.name.as_deref())
+    Ok(views(&inv, name)
         .into_iter()
         .map(|v| with_traffic(v, &flows))
-        .collect();
+        .collect())
+}
+
+/// `--cluster`: each node's view of the services, under its name.
+fn services_cluster(args: &ServicesArgs) -> Result<ExitCode> {
+    let members = match cluster::members_or_exit(&args.agent, &args.cluster) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let view = cluster::ask_each(&members, |a| read(a, args.name.as_deref()));
+    if args.json {
+        println!("{}", serde_json::to_string(&view)?);
+    } else {
+        print!("{}", cluster::text(&view, |list| text(list)));
+    }
+    Ok(ExitCode::from(cluster::exit_code(&view, |_| 0)))
+}
+
+pub fn services(args: ServicesArgs) -> Result<ExitCode> {
+    if args.cluster.cluster {
+        return services_cluster(&args);
+    }
+    let agent = args.agent.agent()?;
+    let list = read(&agent, args.name.as_deref())?;
     if let (Some(name), true) = (&args.name, list.is_empty()) {
         bail!(
             "no service {name:?} in the agent's inventory (a node sees the services on the \

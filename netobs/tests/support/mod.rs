@@ -49,6 +49,17 @@ pub fn api<E: Endpoint>(ns: &Netns) -> E::Body {
 /// `netobs run` on `dev` in `ns`, asking the engine at `docker_host`, its
 /// log on the test's stderr tagged with the device.
 pub fn start_agent(ns: &Netns, dev: &str, docker_host: &str, extra: &[&str]) -> Process {
+    start_agent_at(ns, dev, docker_host, METRICS, extra)
+}
+
+/// `start_agent`, serving on `addr`.
+pub fn start_agent_at(
+    ns: &Netns,
+    dev: &str,
+    docker_host: &str,
+    addr: &str,
+    extra: &[&str],
+) -> Process {
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_netobs"));
     cmd.args([
         "run",
@@ -57,7 +68,7 @@ pub fn start_agent(ns: &Netns, dev: &str, docker_host: &str, extra: &[&str]) -> 
         "--docker-host",
         docker_host,
         "--metrics-addr",
-        METRICS,
+        addr,
         "--interval",
         "5",
         "--resync",
