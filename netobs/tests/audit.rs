@@ -127,7 +127,7 @@ fn ipsec_policies_and_options_are_judged() {
         r.findings
             .iter()
             .filter(|f| f.peer.as_deref() == Some(peer))
-            .map(|f| f.kind)
+            .map(|f| f.kind.as_str())
             .collect()
     };
     assert_eq!(kinds("n2"), ["ipsec_no_state"], "{:#?}", r.findings);
@@ -138,7 +138,7 @@ fn ipsec_policies_and_options_are_judged() {
         r.findings
             .iter()
             .filter(|f| f.network.as_deref() == Some(net) && f.peer.is_none())
-            .map(|f| f.kind)
+            .map(|f| f.kind.as_str())
             .collect()
     };
     assert_eq!(by_network("typo"), ["mistyped_option", "not_encrypted"]);
@@ -294,7 +294,7 @@ fn leak(src: &str, dst: &str, packets: u64, first: f64, last: f64) -> LabelledFl
 fn kinds(r: &audit::Report) -> Vec<(&str, Option<&str>)> {
     r.findings
         .iter()
-        .map(|f| (f.kind, f.peer.as_deref().or(f.network.as_deref())))
+        .map(|f| (f.kind.as_str(), f.peer.as_deref().or(f.network.as_deref())))
         .collect()
 }
 
@@ -649,8 +649,11 @@ fn unencrypted_networks_outside_the_requirement_are_only_reported() {
         require_encryption: Some(&policy),
         ..inputs(&inv, &x, &[], &[])
     });
-    let severities: Vec<(&str, Severity)> =
-        r.findings.iter().map(|f| (f.kind, f.severity)).collect();
+    let severities: Vec<(&str, Severity)> = r
+        .findings
+        .iter()
+        .map(|f| (f.kind.as_str(), f.severity))
+        .collect();
     assert_eq!(
         severities,
         [

@@ -1,14 +1,17 @@
 //! The cluster view on a real two-node swarm: an agent on each node,
 //! serving on its node's address with a token (the worker's inside its
 //! namespace), and `--cluster` asked from the manager: every node's flows,
-//! services and health with the node that saw them; a killed agent named
+//! services, health and encryption audit with the node that saw them; a killed agent named
 //! as down within the timeout, an agent with another token named as
 //! refusing, the exit status saying the view is partial.
 mod support;
 
 use std::time::{Duration, Instant};
 
-use netobs::api::{Answer, ClusterView, FlowList, OverlayHealth};
+use netobs::{
+    api::{Answer, ClusterView, FlowList, OverlayHealth},
+    audit::Report,
+};
 use netobs_tests::{
     lab::Process,
     netns::Netns,
@@ -192,6 +195,21 @@ fn the_cluster_view_shows_every_node_and_names_the_missing() {
     assert_eq!(code, Some(0), "{view:#?}");
     for a in [MANAGER_ADDR, WORKER_ADDR] {
         assert!(matches!(answer(&view, a), Answer::Ok { .. }), "{view:#?}");
+    }
+    // The audit: each agent judges its own node (backend is not encrypted:
+    // a warning on both, exit 1).
+    let (code, view, _) = cluster::<Report>(ns, "audit", &token, &[]);
+    assert_eq!(code, Some(1), "{view:#?}");
+    for a in [MANAGER_ADDR, WORKER_ADDR] {
+        let Answer::Ok { data } = answer(&view, a) else {
+            panic!("{a}: {view:#?}")
+        };
+        assert!(
+            data.findings
+                .iter()
+                .any(|f| f.kind == "not_encrypted" && f.network.as_deref() == Some("backend")),
+            "{a}: {data:#?}"
+        );
     }
     let (code, text) = cluster_text(ns, "services", &token);
     assert_eq!(code, Some(0), "{text}");

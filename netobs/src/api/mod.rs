@@ -83,6 +83,9 @@ endpoints! {
     SummaryEndpoint "/api/v1/summary" => Summary;
     /// Overlay health: the data path per peer, TCP per service pair.
     HealthEndpoint "/api/v1/health" => OverlayHealth;
+    /// The encryption audit of the agent's node, judged when asked (the
+    /// kernel's IPsec state read then).
+    AuditEndpoint "/api/v1/audit" => crate::audit::Report;
 }
 
 #[cfg(test)]
@@ -139,6 +142,43 @@ mod tests {
                 bytes: 700,
             }],
         });
+    }
+
+    /// A cluster view reads back as written, each answer tagged with its
+    /// status word, the data of the flows (flattened) included.
+    #[test]
+    fn a_cluster_view_reads_back_with_each_status() {
+        let answers: Vec<Answer<FlowList>> = vec![
+            Answer::Ok {
+                data: FlowList::default(),
+            },
+            Answer::Down { error: "d".into() },
+            Answer::Slow { error: "s".into() },
+            Answer::Refused { error: "r".into() },
+            Answer::Incompatible { error: "i".into() },
+            Answer::Failed { error: "f".into() },
+        ];
+        let view = ClusterView {
+            nodes: answers
+                .into_iter()
+                .map(|answer| NodeAnswer {
+                    node: "n".into(),
+                    agent: "10.0.0.1:9477".into(),
+                    answer,
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string(&view).expect("serializes");
+        for word in ["ok", "down", "slow", "refused", "incompatible", "failed"] {
+            assert!(text.contains(&format!("\"status\":\"{word}\"")), "{text}");
+        }
+        let back: ClusterView<FlowList> = serde_json::from_str(&text).expect("reads back");
+        let statuses: Vec<_> = back.nodes.iter().map(|n| n.answer.status()).collect();
+        assert_eq!(
+            statuses,
+            ["ok", "down", "slow", "refused", "incompatible", "failed"]
+        );
+        assert_eq!(back.unanswered(), 5);
     }
 
     #[test]

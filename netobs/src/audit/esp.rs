@@ -7,7 +7,7 @@ use std::{
     net::IpAddr,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{Class, Direction, Flow, LabelledFlow};
 
@@ -19,7 +19,7 @@ use super::{
 /// An ESP flow seen this recently is still in use.
 pub const ACTIVE_SECS: f64 = 60.0;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EspPeer {
     pub peer: String,
     pub packets_out: u64,
@@ -36,7 +36,7 @@ pub struct EspPeer {
     pub spis: Vec<EspSpi>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EspSpi {
     pub spi: String,
     pub direction: Direction,

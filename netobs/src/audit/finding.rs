@@ -1,6 +1,6 @@
 //! What the audit can find: the one list of finding kinds, with their
 //! severity and meaning (the README's table is generated from it).
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::api::Severity;
 
@@ -62,11 +62,11 @@ kinds! {
         "the kernel has no IPsec (xfrm) netlink interface: Docker cannot encrypt, so no encrypted network with remote peers is protected";
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     pub severity: Severity,
     /// A stable name for scripts: one of [`KINDS`].
-    pub kind: &'static str,
+    pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,7 +84,7 @@ impl Finding {
     pub fn new(kind: &Kind, network: Option<&str>, peer: Option<&str>, message: String) -> Self {
         Finding {
             severity: kind.severity,
-            kind: kind.name,
+            kind: kind.name.to_owned(),
             network: network.map(str::to_owned),
             peer: peer.map(str::to_owned),
             message,

@@ -3,12 +3,12 @@
 //! Docker's SAs both ways, and how old the newest one is.
 use std::{collections::BTreeSet, net::IpAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::xfrm::Xfrm;
 use crate::inventory::{Inventory, Network};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerCheck {
     pub peer: String,
     pub ip: IpAddr,

@@ -11,7 +11,7 @@ pub mod xfrm;
 
 use std::{collections::BTreeSet, io, net::IpAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{Alert, AlertKind, DataPath, LabelledFlow, NetworkStatus, Policy, PortSource},
@@ -33,7 +33,7 @@ const ROTATION_SLACK_SECS: f64 = 3600.0;
 /// being a finding five minutes later, without restarting the agent.
 pub const RECENT_SECS: f64 = 300.0;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NetworkReport {
     pub name: String,
     pub vnis: Vec<u32>,
@@ -51,7 +51,7 @@ pub struct NetworkReport {
     pub plaintext_services: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub data_path_port: u16,
     pub data_path_port_from: PortSource,
@@ -102,6 +102,46 @@ pub struct Inputs<'a> {
     pub require_encryption: Option<&'a Policy>,
     /// Unix seconds, for the age of SAs, SPIs and plaintext.
     pub now: f64,
+}
+
+/// What the agent serves that the audit reads: its documents, two reads
+/// `dt` seconds apart for the flows.
+pub struct AgentDocs<'a> {
+    pub inv: &'a Inventory,
+    pub flows: &'a [LabelledFlow],
+    pub flows_before: &'a [LabelledFlow],
+    pub alerts: &'a [Alert],
+    pub dt: f64,
+    pub summary: &'a crate::api::Summary,
+}
+
+/// The audit of the node this runs on: the agent's documents judged
+/// against this network namespace's IPsec state and addresses (read now).
+/// The agent serves it (`/api/v1/audit`, what `audit --cluster` asks);
+/// `netobs audit` runs it beside its agent, with its overrides.
+pub fn of_this_node(
+    docs: &AgentDocs,
+    data_path_port: Option<u16>,
+    require_encryption: Option<&Policy>,
+) -> Report {
+    let x = xfrm::read();
+    let view = AgentView {
+        data_path: docs.summary.data_path.clone(),
+        require_encryption: docs.summary.require_encryption.clone(),
+    };
+    audit(&Inputs {
+        inv: docs.inv,
+        flows: docs.flows,
+        flows_before: docs.flows_before,
+        alerts: docs.alerts,
+        dt: docs.dt,
+        xfrm: x.as_ref(),
+        local_addrs: &crate::host::local_addrs(),
+        agent: &view,
+        data_path_port,
+        require_encryption,
+        now: crate::flows::unix_now(),
+    })
 }
 
 /// The data-path port and where it came from. The agent's own choice

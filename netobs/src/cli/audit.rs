@@ -6,30 +6,32 @@ use std::{fmt::Write, process::ExitCode, time::Duration};
 use anyhow::Result;
 use clap::Args;
 
-use super::client;
+use super::{client, cluster};
 use crate::{
     api::{
-        AlertsEndpoint, FlowsEndpoint, InventoryEndpoint, NetworkStatus, Policy, PortSource,
-        SummaryEndpoint,
+        AlertsEndpoint, AuditEndpoint, FlowsEndpoint, InventoryEndpoint, NetworkStatus, Policy,
+        PortSource, SummaryEndpoint,
     },
-    audit::{self, xfrm, AgentView, Inputs, Report, Severity},
+    audit::{self, Report, Severity},
 };
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     #[command(flatten)]
     agent: client::AgentArgs,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
     /// One JSON document
     #[arg(long)]
     json: bool,
     /// The swarm's data-path port, when neither this node nor the agent can
     /// read it (a worker)
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", conflicts_with = "cluster")]
     data_path_port: Option<u16>,
     /// Networks that must be encrypted: `all` or NET[,NET...]; unencrypted
     /// networks outside it are reported, not findings [default: the
     /// agent's --require-encryption, else all]
-    #[arg(long, value_name = "POLICY")]
+    #[arg(long, value_name = "POLICY", conflicts_with = "cluster")]
     require_encryption: Option<Policy>,
 }
 
@@ -50,24 +52,19 @@ fn report(args: &AuditArgs) -> Result<Report> {
     let now = client::fetch::<FlowsEndpoint>(&agent)?.flows;
     let summary = client::fetch::<SummaryEndpoint>(&agent)?;
     let alerts = client::fetch::<AlertsEndpoint>(&agent)?.alerts;
-    let view = AgentView {
-        data_path: summary.data_path,
-        require_encryption: summary.require_encryption,
-    };
-    let x = xfrm::read();
-    Ok(audit::audit(&Inputs {
+    let docs = audit::AgentDocs {
         inv: &inv,
         flows: &now,
         flows_before: &before,
         alerts: &alerts,
         dt: SAMPLE.as_secs_f64(),
-        xfrm: x.as_ref(),
-        local_addrs: &crate::host::local_addrs(),
-        agent: &view,
-        data_path_port: args.data_path_port,
-        require_encryption: args.require_encryption.as_ref(),
-        now: crate::flows::unix_now(),
-    }))
+        summary: &summary,
+    };
+    Ok(audit::of_this_node(
+        &docs,
+        args.data_path_port,
+        args.require_encryption.as_ref(),
+    ))
 }
 
 fn text(r: &Report) -> String {
@@ -192,7 +189,26 @@ fn text(r: &Report) -> String {
     out
 }
 
+/// `--cluster`: each node's agent judges its own node (`/api/v1/audit`:
+/// the IPsec state is where the agent runs), with its own settings.
+fn audit_cluster(args: &AuditArgs) -> Result<ExitCode> {
+    let members = match cluster::members_or_exit(&args.agent, &args.cluster) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let view = cluster::ask::<AuditEndpoint>(&members);
+    if args.json {
+        println!("{}", serde_json::to_string(&view)?);
+    } else {
+        print!("{}", cluster::text(&view, text));
+    }
+    Ok(ExitCode::from(cluster::exit_code(&view, Report::exit_code)))
+}
+
 pub fn audit(args: AuditArgs) -> Result<ExitCode> {
+    if args.cluster.cluster {
+        return audit_cluster(&args);
+    }
     let r = match report(&args) {
         Ok(r) => r,
         Err(e) => {

@@ -64,6 +64,10 @@ pub struct Exporter {
     last_ring_full: u64,
     grace: Duration,
     data_path: DataPath,
+    /// The previous read's flows and when it was made (monotonic seconds):
+    /// the audit's rates.
+    last_flows: Arc<FlowList>,
+    last_at: f64,
 }
 
 impl Exporter {
@@ -77,6 +81,8 @@ impl Exporter {
             last_ring_full: 0,
             grace,
             data_path,
+            last_flows: Arc::new(FlowList::default()),
+            last_at: crate::time::monotonic_secs(),
         }
     }
 
@@ -115,8 +121,14 @@ impl Exporter {
             })
             .collect();
         let alerts = self.alerts.list();
+        let flows = Arc::new(FlowList { flows });
+        let now = crate::time::monotonic_secs();
+        let flows_before = std::mem::replace(&mut self.last_flows, flows.clone());
+        let dt = now - std::mem::replace(&mut self.last_at, now);
         let api = ApiState {
-            flows: FlowList { flows },
+            flows,
+            flows_before,
+            dt,
             inventory: inv.clone(),
             summary: Summary {
                 totals: snapshot.totals(),

@@ -18,8 +18,8 @@ use tokio::{
 
 use crate::{
     api::{
-        self, AlertList, AlertsEndpoint, Doc, Endpoint, FlowList, FlowsEndpoint, HealthEndpoint,
-        InventoryEndpoint, OverlayHealth, Summary, SummaryEndpoint,
+        self, AlertList, AlertsEndpoint, AuditEndpoint, Doc, Endpoint, FlowList, FlowsEndpoint,
+        HealthEndpoint, InventoryEndpoint, OverlayHealth, Summary, SummaryEndpoint,
     },
     inventory::Inventory,
     token::Token,
@@ -28,7 +28,10 @@ use crate::{
 /// What the API serves, replaced as a whole after every read of the maps.
 #[derive(Debug, Default)]
 pub struct ApiState {
-    pub flows: FlowList,
+    pub flows: Arc<FlowList>,
+    /// The read before, `dt` seconds earlier: the audit's rates.
+    pub flows_before: Arc<FlowList>,
+    pub dt: f64,
     pub inventory: Arc<Inventory>,
     pub alerts: AlertList,
     pub summary: Summary,
@@ -152,6 +155,20 @@ fn handle(
         AlertsEndpoint::PATH => json(&s.alerts),
         SummaryEndpoint::PATH => json(&s.summary),
         HealthEndpoint::PATH => json(&s.health),
+        // Judged on request: the kernel's IPsec state is read now, in this
+        // namespace (a netlink dump, milliseconds).
+        AuditEndpoint::PATH => json(&crate::audit::of_this_node(
+            &crate::audit::AgentDocs {
+                inv: &s.inventory,
+                flows: &s.flows.flows,
+                flows_before: &s.flows_before.flows,
+                alerts: &s.alerts.alerts,
+                dt: s.dt,
+                summary: &s.summary,
+            },
+            None,
+            None,
+        )),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
