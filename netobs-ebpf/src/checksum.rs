@@ -6,7 +6,7 @@
 //! programs tail-call once the packet is counted (`maps::RARE_TC`, `maps::RARE_XDP`): no other
 //! packet carries this code. Only on ingress: egress checksums are
 //! legitimately left for the NIC.
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_csum_diff};
+use aya_ebpf::helpers::generated::bpf_csum_diff;
 use netobs_common::{
     ChecksumKey, FlowKey, CSUM_BAD, CSUM_OK, CSUM_PARTIAL, FAMILY_IPV4, IPPROTO_TCP_U8,
 };
@@ -15,12 +15,9 @@ use crate::{
     maps::{CHECKSUMS, SCRATCH},
     packet::Packet,
     parse::Meta,
-    record::add64,
+    tally,
     verifier::forget,
 };
-
-/// `-EEXIST` from a `BPF_NOEXIST` insert.
-const EEXIST: i32 = -17;
 /// Where the TCP header and the pseudo-header are copied in the scratch
 /// payload buffer (a SYN without payload never has its payload scanned).
 const PSEUDO_AT: usize = 64;
@@ -121,31 +118,7 @@ fn count(flow: &FlowKey, ifindex: u32, verdict: u8) {
             u32::from(flow.outer_family) | u32::from(verdict) << 8,
         ]
     };
+    // SAFETY: as above.
     let k = unsafe { &*(words.as_ptr() as *const ChecksumKey) };
-    if add(k) {
-        return;
-    }
-    match CHECKSUMS.insert(k, 1u64, BPF_NOEXIST as u64) {
-        Ok(()) => {}
-        Err(EEXIST) => {
-            add(k);
-        }
-        // Full: the all-zero key counts it.
-        Err(_) => {
-            let zero = [0u32; 6];
-            // SAFETY: as above.
-            add(unsafe { &*(zero.as_ptr() as *const ChecksumKey) });
-        }
-    }
-}
-
-#[inline(always)]
-fn add(k: &ChecksumKey) -> bool {
-    match CHECKSUMS.get_ptr_mut(k) {
-        Some(v) => {
-            add64(v, 1);
-            true
-        }
-        None => false,
-    }
+    tally::add(&CHECKSUMS, k, 1u64);
 }

@@ -5,19 +5,18 @@
 //! forwarded. Kernel memory is read through offsets the agent resolved from
 //! the running kernel's BTF (`DropConfig`).
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     programs::RawTracePointContext,
     Global,
 };
 use netobs_common::{
     DropConfig, DropKey, DROP_ESP, DROP_GOSSIP, DROP_VXLAN, ESP_IN_UDP_PORT, FAMILY_IPV4,
-    FAMILY_IPV6, GOSSIP_PORT, MAX_DATA_PATH_PORTS,
+    FAMILY_IPV6, GOSSIP_PORT,
 };
 
 use crate::{
     maps::{Cfg, DROPS},
-    record::add64,
+    tally,
 };
 
 #[unsafe(no_mangle)]
@@ -27,8 +26,6 @@ const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ESP: u8 = 50;
 /// `skb->network_header` when no header was set.
 const UNSET_HEADER: u16 = 0xffff;
-/// `-EEXIST` from a `BPF_NOEXIST` insert.
-const EEXIST: i32 = -17;
 
 #[inline(always)]
 fn drop_cfg() -> DropConfig {
@@ -124,7 +121,7 @@ pub fn observe(ctx: &RawTracePointContext) -> Option<()> {
             let ports: u32 = read(l4, 0)?;
             let sport = u16::from_be(ports as u16);
             let dport = u16::from_be((ports >> 16) as u16);
-            if is_data_path_port(dport) {
+            if crate::parse::is_data_path_port(&Cfg, dport) {
                 DROP_VXLAN
             } else if sport == ESP_IN_UDP_PORT || dport == ESP_IN_UDP_PORT {
                 DROP_ESP
@@ -137,7 +134,7 @@ pub fn observe(ctx: &RawTracePointContext) -> Option<()> {
         _ => return None,
     };
     key.reason = reason;
-    count(&key);
+    tally::add(&DROPS, &key, 1u64);
     Some(())
 }
 
@@ -147,47 +144,5 @@ fn words(dst: &mut [u8; 16], src: &[u32]) {
     for (i, w) in src.iter().enumerate() {
         // SAFETY: at most four words into 16 bytes; DropKey is 4-aligned.
         unsafe { d.add(i).write_unaligned(*w) };
-    }
-}
-
-#[inline(always)]
-fn is_data_path_port(port: u16) -> bool {
-    let cfg = Cfg;
-    let mut i = 0;
-    while i < MAX_DATA_PATH_PORTS {
-        let p = cfg.port(i);
-        if p != 0 && p == port {
-            return true;
-        }
-        i += 1;
-    }
-    false
-}
-
-#[inline(always)]
-fn count(key: &DropKey) {
-    if add(key) {
-        return;
-    }
-    match DROPS.insert(key, 1u64, BPF_NOEXIST as u64) {
-        Ok(()) => {}
-        Err(EEXIST) => {
-            add(key);
-        }
-        // Full: the agent's overflow key (all zero) counts it.
-        Err(_) => {
-            add(&DropKey::default());
-        }
-    }
-}
-
-#[inline(always)]
-fn add(key: &DropKey) -> bool {
-    match DROPS.get_ptr_mut(key) {
-        Some(v) => {
-            add64(v, 1);
-            true
-        }
-        None => false,
     }
 }

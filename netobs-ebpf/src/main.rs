@@ -17,6 +17,7 @@ mod mem;
 mod packet;
 mod parse;
 mod record;
+mod tally;
 mod verifier;
 
 use aya_ebpf::{

@@ -248,7 +248,7 @@ fn esp(h: Hdr, key: &mut FlowKey, meta: &mut Meta) -> Step<Class> {
 }
 
 #[inline(always)]
-fn is_data_path_port(cfg: &Cfg, port: u16) -> bool {
+pub fn is_data_path_port(cfg: &Cfg, port: u16) -> bool {
     let mut i = 0;
     while i < MAX_DATA_PATH_PORTS {
         let p = cfg.port(i);

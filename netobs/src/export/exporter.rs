@@ -236,44 +236,36 @@ impl Exporter {
         raised
     }
 
-    /// The doctor's view: one-way peers as a gauge (0 for the others it
-    /// saw), misdirected packets by network and the node they went to.
+    /// The doctor's view: per-peer findings as gauges (0 for the other
+    /// peers it saw), the underlay's counts, misdirected packets by network
+    /// and the node they went to.
     fn export_overlay_health(&mut self, read: &Read, ifaces: &[Iface], health: &OverlayHealth) {
         let m = &mut self.metrics;
-        let one_way: Vec<(Vec<String>, i64)> = health
-            .peers
-            .iter()
-            .map(|p| {
-                let bad = health.findings.iter().any(|f| {
-                    f.kind == HealthKind::DataPathOneWay && f.peer.as_deref() == Some(&p.peer)
-                });
-                (vec![p.peer.clone()], i64::from(bad))
-            })
-            .collect();
-        m.gauge_replace(&metrics::DATA_PATH_ONE_WAY, &one_way);
-        let gossip_one_way: Vec<(Vec<String>, i64)> = health
-            .gossip
-            .iter()
-            .map(|g| {
-                let bad = health.findings.iter().any(|f| {
-                    f.kind == HealthKind::GossipUdpOneWay && f.peer.as_deref() == Some(&g.peer)
-                });
-                (vec![g.peer.clone()], i64::from(bad))
-            })
-            .collect();
-        m.gauge_replace(&metrics::GOSSIP_UDP_ONE_WAY, &gossip_one_way);
+        let gauges = [
+            (
+                &metrics::DATA_PATH_ONE_WAY,
+                HealthKind::DataPathOneWay,
+                health
+                    .peers
+                    .iter()
+                    .map(|p| p.peer.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                &metrics::GOSSIP_UDP_ONE_WAY,
+                HealthKind::GossipUdpOneWay,
+                health.gossip.iter().map(|g| g.peer.as_str()).collect(),
+            ),
+            (
+                &metrics::CHECKSUM_OFFLOAD_BROKEN,
+                HealthKind::ChecksumOffload,
+                health.checksums.iter().map(|c| c.peer.as_str()).collect(),
+            ),
+        ];
+        for (def, kind, peers) in gauges {
+            m.gauge_replace(def, &finding_gauge(health, kind, &peers));
+        }
         let u = &read.underlay;
-        let broken: Vec<(Vec<String>, i64)> = health
-            .checksums
-            .iter()
-            .map(|c| {
-                let bad = health.findings.iter().any(|f| {
-                    f.kind == HealthKind::ChecksumOffload && f.peer.as_deref() == Some(&c.peer)
-                });
-                (vec![c.peer.clone()], i64::from(bad))
-            })
-            .collect();
-        m.gauge_replace(&metrics::CHECKSUM_OFFLOAD_BROKEN, &broken);
         for ((_, ifindex), c) in &u.checksums {
             let name = ifaces
                 .iter()
@@ -380,4 +372,22 @@ impl Exporter {
             m.expire(self.grace, &live);
         }
     }
+}
+
+/// 1 for each of `peers` a finding of `kind` names, 0 for the others.
+fn finding_gauge(
+    health: &OverlayHealth,
+    kind: HealthKind,
+    peers: &[&str],
+) -> Vec<(Vec<String>, i64)> {
+    peers
+        .iter()
+        .map(|p| {
+            let bad = health
+                .findings
+                .iter()
+                .any(|f| f.kind == kind && f.peer.as_deref() == Some(*p));
+            (vec![(*p).to_owned()], i64::from(bad))
+        })
+        .collect()
 }
