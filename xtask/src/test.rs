@@ -60,14 +60,19 @@ fn run_promtool_checks() -> Result<()> {
                 .arg(&rules),
         )?;
     }
-    // The example scrape configuration (dockerswarm_sd): its syntax (the
-    // token file it names is a Docker secret, there only in the stack; the
-    // rules are checked above).
-    cmd::run(
-        Command::new("promtool")
-            .args(["check", "config", "--syntax-only"])
-            .arg(dir.join("prometheus.yml")),
-    )?;
+    // The example configurations (dockerswarm_sd; remote_write to a
+    // long-term store): their syntax (the token file they name is a Docker
+    // secret, there only in the stack; the rules are checked above).
+    for config in files(&dir, ".yml").into_iter().filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("prometheus"))
+    }) {
+        cmd::run(
+            Command::new("promtool")
+                .args(["check", "config", "--syntax-only"])
+                .arg(&config),
+        )?;
+    }
     for t in files(&dir.join("tests"), ".test.yml") {
         cmd::run(
             Command::new("promtool")
