@@ -18,6 +18,7 @@ use netobs_tests::{
     require_root,
     swarm::{TwoNodeSwarm, MANAGER_ADDR, MANAGER_DEV, WORKER_ADDR, WORKER_DEV},
     tmp::TempPath,
+    tmux::Tmux,
 };
 use support::*;
 
@@ -119,6 +120,81 @@ fn start(ns: &Netns, dev: &str, host: &str, addr: &str, token: &str) -> Process 
     p
 }
 
+/// `top --cluster` in a terminal while a caller makes one short HTTP
+/// connection after another to web: on each node one row for the pair,
+/// with its connections (most of them finished) and a request rate; Enter
+/// opens the pair into its connections, `g` shows every connection.
+fn top_shows_every_node_by_service_pair(swarm: &TwoNodeSwarm, token: &str) {
+    swarm
+        .service(
+            "caller",
+            &["backend"],
+            "manager",
+            &[
+                "sh",
+                "-c",
+                "while true; do wget -q -O /dev/null http://web/index.html; sleep 0.2; done",
+            ],
+        )
+        .expect("caller service");
+    swarm.wait_running("caller", 1).expect("caller running");
+    let tmux = Tmux::start(&format!(
+        "nsenter --net={} -- {} top --cluster --timeout 3 --agent {} --api-token-file {token}",
+        swarm.ns_manager.path().display(),
+        env!("CARGO_BIN_EXE_netobs"),
+        agent_addr(MANAGER_ADDR),
+    ));
+    // node, +, network, class, client, server, conns, finished, pkt/s,
+    // B/s, req/s, ...
+    let pair = |screen: &str, addr: &str| -> Option<(u64, u64, f64)> {
+        screen.lines().find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() > 10
+                && w[0].ends_with(&format!("@{addr}"))
+                && w[2] == "backend"
+                && w[4] == "caller"
+                && w[5] == "web:80")
+                .then(|| Some((w[6].parse().ok()?, w[7].parse().ok()?, w[10].parse().ok()?)))
+                .flatten()
+        })
+    };
+    let busy = |screen: &str, addr: &str| {
+        pair(screen, addr)
+            .is_some_and(|(conns, finished, rps)| conns >= 3 && finished >= 2 && rps > 0.0)
+    };
+    let screen = tmux.wait_for(
+        |s| s.contains("nodes 2 of 2 answered") && busy(s, MANAGER_ADDR) && busy(s, WORKER_ADDR),
+        "caller -> web:80 on both nodes, many connections, requests flowing",
+    );
+    // Pairs, not connections: one row per node for caller -> web:80.
+    for a in [MANAGER_ADDR, WORKER_ADDR] {
+        let rows = screen
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("@{a} ")) && l.contains(" caller ") && l.contains("web:80")
+            })
+            .count();
+        assert_eq!(rows, 1, "{screen}");
+    }
+    // The busiest pair is selected: Enter opens it into its connections,
+    // finished ones said so.
+    tmux.keys("Enter");
+    tmux.wait_for(
+        |s| {
+            s.lines()
+                .any(|l| l.contains("  caller:") && l.contains(" finished "))
+        },
+        "the pair's finished connections",
+    );
+    tmux.keys("g");
+    tmux.wait_for(
+        |s| s.contains("g view: connections") && s.contains("destination"),
+        "every connection",
+    );
+    tmux.keys("q");
+    drop(tmux);
+}
+
 #[test]
 fn the_cluster_view_shows_every_node_and_names_the_missing() {
     require_root!();
@@ -216,6 +292,8 @@ fn the_cluster_view_shows_every_node_and_names_the_missing() {
     for a in [MANAGER_ADDR, WORKER_ADDR] {
         assert!(text.contains(&format!("@{a} ({a}:9477) ==")), "{text}");
     }
+
+    top_shows_every_node_by_service_pair(&swarm, &token);
 
     // The worker's agent killed: named down within the timeout, the
     // manager's flows still there, the view partial.

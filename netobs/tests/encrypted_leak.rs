@@ -229,17 +229,21 @@ fn plaintext_on_an_encrypted_network_raises_every_alarm_with_exact_counts() {
         "{text}"
     );
 
-    // `netobs top`, in a terminal: the same rows marked, and the header's
-    // count of them.
+    // `netobs top`, in a terminal: vault's service pairs marked, then (g)
+    // the same connections as `flows`, and the header's count of them.
     let tmux = Tmux::start(&format!(
         "nsenter --net={} -- {} top --agent {METRICS}",
         swarm.ns_manager.path().display(),
         env!("CARGO_BIN_EXE_netobs")
     ));
     let screen = tmux.wait_for(
-        |s| s.contains("plaintext flows on encrypted networks"),
-        "top's header",
+        |s| s.contains("plaintext flows on encrypted networks") && s.contains("PLAIN!!"),
+        "top's header and vault's pairs",
     );
+    let marked: Vec<&str> = screen.lines().filter(|l| l.contains("PLAIN!!")).collect();
+    assert!(marked.iter().all(|l| l.starts_with("+ vault ")), "{screen}");
+    tmux.keys("g");
+    let screen = tmux.wait_for(|s| s.contains("g view: connections"), "the connections");
     let marked: Vec<&str> = screen.lines().filter(|l| l.contains("PLAIN!!")).collect();
     assert_eq!(marked.len(), vault_flows, "{screen}");
     assert!(marked.iter().all(|l| l.starts_with("vault ")), "{screen}");

@@ -56,6 +56,27 @@ pub struct Flow {
     pub tcp_flags: Option<u8>,
 }
 
+/// TCP flag bits as `Flow::tcp_flags` carries them (RFC 9293).
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+impl Flow {
+    /// Inner TCP whose connection ended: a FIN or a reset was seen on it.
+    pub fn tcp_ended(&self) -> bool {
+        self.tcp_flags
+            .is_some_and(|f| f & (tcp::FIN | tcp::RST) != 0)
+    }
+
+    /// HTTP requests seen on it, every method.
+    pub fn requests(&self) -> u64 {
+        self.http_requests.values().sum()
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

@@ -17,7 +17,7 @@ mod totals;
 pub use cluster::{Answer, ClusterView, NodeAnswer};
 pub use enums::{Encryption, NetworkStatus, PortSource, Severity};
 pub use event::{EventKind, FlowEvent};
-pub use flow::{Flow, FlowLabels, FlowList, LabelledFlow};
+pub use flow::{tcp, Flow, FlowLabels, FlowList, LabelledFlow};
 pub use health::{
     ChecksumHealth, DropHealth, DropTraffic, GossipHealth, HealthFinding, HealthKind,
     OverlayHealth, PairHealth, PeerHealth,

@@ -15,6 +15,7 @@ use std::{
     ops::AddAssign,
 };
 
+use crate::api::tcp::{ACK as TCP_ACK, RST as TCP_RST, SYN as TCP_SYN};
 use netobs_common::{
     Class, Counter, FlowKey, FlowStats, ENCAP_FRAGMENT, HTTP_METHOD_SLOTS, HTTP_STATUS_CLASSES,
     MAX_PATTERNS,
@@ -45,9 +46,6 @@ pub struct Growth {
 /// overlay takes seconds to answer one.
 pub const CONNECT_TIMEOUT_NS: u64 = 5_000_000_000;
 
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 /// `Seen::tcp` bits: what was already counted of the flow.
 const COUNTED_FAILURE: u8 = 1;
 const COUNTED_RESET: u8 = 2;
