@@ -33,6 +33,7 @@ use crate::{
     },
     flows::{label::Labeler, method_name, Clock, Flow},
     inventory::{self, Inventory},
+    loss::{self, LossReport},
     poll::{Iface, Poller, Read},
 };
 
@@ -203,6 +204,29 @@ pub async fn run(mut cfg: AgentConfig, sink: Sink) -> Result<()> {
         .take_kernel_log()
         .map(|l| tokio::spawn(forward_kernel_log(l)));
 
+    // Loss between nodes: peers' agents are asked at this agent's port,
+    // which they can reach only if it serves beyond loopback.
+    let loss_rx = if cfg.metrics_addr.ip().is_loopback() {
+        watch::channel(Arc::new(LossReport {
+            off: Some(format!(
+                "this agent serves on {} only, so the agents of other nodes cannot be asked \
+                 what they sent here (nor ask it): serve on the node's address with \
+                 --api-token-file, on the same port on every node",
+                cfg.metrics_addr
+            )),
+            peers: Vec::new(),
+        }))
+        .1
+    } else {
+        loss::spawn_checker(
+            loss::CheckerConfig {
+                port: cfg.metrics_addr.port(),
+                token: cfg.api_token.clone(),
+            },
+            api_tx.subscribe(),
+            stop_rx.clone(),
+        )
+    };
     let mut poller = Poller::new(metrics.max_series());
     let mut exporter = Exporter::new(
         metrics,
@@ -225,7 +249,8 @@ pub async fn run(mut cfg: AgentConfig, sink: Sink) -> Result<()> {
                 }
                 let inv = inv_rx.borrow().clone();
                 let read = poller.poll(&dp, &ifaces, &inv)?;
-                let exported = exporter.export(&read, &ifaces, &inv, &last_requests);
+                let loss = loss_rx.borrow().clone();
+                let exported = exporter.export(&read, &ifaces, &inv, &last_requests, &loss);
                 for a in &exported.raised {
                     sink(Output::Alert(a));
                 }

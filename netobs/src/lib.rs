@@ -19,6 +19,7 @@ pub mod export;
 pub mod flows;
 pub mod host;
 pub mod inventory;
+pub mod loss;
 pub mod netlink;
 pub mod poll;
 pub mod privileges;

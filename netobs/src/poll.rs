@@ -151,6 +151,8 @@ pub struct Read {
     pub misdirected: Vec<Misdirected>,
     /// Gossip and the kernel's drops per peer, this read's growth.
     pub underlay: Underlay,
+    /// VXLAN flows gone quiet: what loss between nodes is measured on.
+    pub settled: crate::loss::Collector,
 }
 
 /// The agent's state between reads: each flow as last read.
@@ -194,7 +196,9 @@ impl Poller {
         let now_ns = crate::time::monotonic_ns();
         let mut peers: HashMap<IpAddr, PeerGrowth> = HashMap::new();
         let mut misdirected: HashMap<(u32, IpAddr, IpAddr), Misdirected> = HashMap::new();
+        let mut settled = crate::loss::Collector::default();
         let read = dp.for_each_flow(|k: &FlowKey, v| {
+            settled.offer(k, v, now_ns);
             let g = agg.growth(k, v, now_ns);
             if k.class == Class::Vxlan as u8 && !g.is_zero() {
                 peer_growth(k, &g, &labeler, &mut peers, &mut misdirected);
@@ -222,6 +226,7 @@ impl Poller {
         let labels = snapshot.flows.iter().map(|f| labeler.label(f)).collect();
         Ok(Read {
             underlay,
+            settled,
             peers,
             misdirected: misdirected.into_values().collect(),
             counter_growth: self.agg.counters(&counters),

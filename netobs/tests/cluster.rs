@@ -8,13 +8,19 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 use netobs::{
-    api::{Answer, ClusterView, FlowList, OverlayHealth},
+    api::{Answer, ClusterView, FlowList, HealthEndpoint, HealthKind, LossHealth, OverlayHealth},
     audit::Report,
+    cli::client::{self, Agent},
+    token::Token,
 };
 use netobs_tests::{
     lab::Process,
     netns::Netns,
+    packets::{self, Net},
+    prom::metric,
     require_root,
     swarm::{TwoNodeSwarm, MANAGER_ADDR, MANAGER_DEV, WORKER_ADDR, WORKER_DEV},
     tmp::TempPath,
@@ -193,6 +199,196 @@ fn top_shows_every_node_by_service_pair(swarm: &TwoNodeSwarm, token: &str) {
     );
     tmux.keys("q");
     drop(tmux);
+    swarm
+        .manager
+        .docker(&["service", "rm", "caller"])
+        .expect("removing caller");
+}
+
+/// The agent serving at `addr`, with the token (asked from inside its
+/// node's namespace).
+fn agent_at(addr: &str, token: &str) -> Agent {
+    let token = Token::from_file(std::path::Path::new(token)).expect("token");
+    Agent {
+        addr: agent_addr(addr).parse().expect("address"),
+        token: Some(token),
+        timeout: Some(Duration::from_secs(5)),
+    }
+}
+
+fn health(ns: &Netns, addr: &str, token: &str) -> OverlayHealth {
+    let agent = agent_at(addr, token);
+    ns.run_in(move || client::fetch::<HealthEndpoint>(&agent))
+        .expect("in the namespace")
+        .expect("the agent's health")
+}
+
+fn metrics_of(ns: &Netns, addr: &str, token: &str) -> String {
+    let agent = agent_at(addr, token);
+    ns.run_in(move || client::get(&agent, "/metrics"))
+        .expect("in the namespace")
+        .expect("the agent's metrics")
+}
+
+/// What one node's agent found lost of what `from` sent it.
+fn loss_from(ns: &Netns, addr: &str, from: &str, token: &str) -> Option<LossHealth> {
+    health(ns, addr, token)
+        .loss
+        .into_iter()
+        .find(|l| l.addr.to_string() == from && l.agent == "ok")
+}
+
+/// Loss between the nodes, measured by each receiving agent against what
+/// the sender's agent counted: none on a clean link (with HTTP between
+/// them); then VXLAN dropped on the manager's wire after its agent's hook
+/// (an HTB class with a two-packet queue for one UDP source port, behind
+/// the TCX programs): the worker's agent reports exactly the packets the
+/// kernel's queue dropped, once, in its health, its metric and a finding
+/// naming the manager; the manager's agent still reports none.
+fn loss_between_the_nodes_is_measured_exactly(swarm: &TwoNodeSwarm, token: &str) {
+    const SENT: usize = 200;
+    let (mgr, wkr) = (&swarm.ns_manager, &swarm.ns_worker);
+    // A real Prometheus on the worker, scraping its agent with the token.
+    let prom_tmp = TempPath::new("prometheus");
+    std::fs::create_dir_all(prom_tmp.path()).expect("prometheus dir");
+    let prom = start_prometheus_for(wkr, prom_tmp.path(), &agent_addr(WORKER_ADDR), Some(token));
+    let (to_worker, to_manager) = wait_for("loss checked both ways", 90, || {
+        let w = loss_from(wkr, WORKER_ADDR, MANAGER_ADDR, token)?;
+        let m = loss_from(mgr, MANAGER_ADDR, WORKER_ADDR, token)?;
+        (w.checked > 0 && m.checked > 0).then_some((w, m))
+    });
+    // Every flow began after both agents: each one judged.
+    assert_eq!(
+        (
+            to_worker.lost,
+            to_manager.lost,
+            to_worker.unverified_flows,
+            to_manager.unverified_flows
+        ),
+        (0, 0, 0, 0),
+        "{to_worker:?} {to_manager:?}"
+    );
+    for (ns, addr) in [(mgr, MANAGER_ADDR), (wkr, WORKER_ADDR)] {
+        let text = metrics_of(ns, addr, token);
+        assert_eq!(
+            metric(&text, "netobs_overlay_lost_packets_total", &[]),
+            Some(0.0)
+        );
+        assert!(metric(&text, "netobs_overlay_loss_checked_packets_total", &[]) > Some(0.0));
+        assert_eq!(metric(&text, "netobs_peer_agent_up", &[]), Some(1.0));
+    }
+
+    // Drops after the manager's hook: VXLAN from UDP source port 4242
+    // (outside the kernel's VXLAN source ports) queues behind 100 kbit/s
+    // with room for two packets.
+    let tc = |args: &str| {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        mgr.exec(&[&["tc"], &args[..]].concat()).expect("tc");
+    };
+    tc(&format!(
+        "qdisc add dev {MANAGER_DEV} root handle 1: htb default 1"
+    ));
+    tc(&format!(
+        "class add dev {MANAGER_DEV} parent 1: classid 1:1 htb rate 10gbit"
+    ));
+    tc(&format!(
+        "class add dev {MANAGER_DEV} parent 1: classid 1:2 htb rate 100kbit"
+    ));
+    tc(&format!(
+        "qdisc add dev {MANAGER_DEV} parent 1:2 handle 20: pfifo limit 2"
+    ));
+    tc(&format!(
+        "filter add dev {MANAGER_DEV} parent 1: protocol ip u32 match ip sport 4242 0xffff \
+         match ip dport 4789 0xffff flowid 1:2"
+    ));
+    let frame = {
+        let inner = packets::udp(
+            &Net::v4([10, 0, 9, 250], [10, 0, 9, 251]),
+            5000,
+            6000,
+            b"lossy",
+        );
+        let mut f = packets::vxlan_header(4242).to_vec();
+        f.extend_from_slice(&inner);
+        f
+    };
+    let to = SocketAddr::from((WORKER_ADDR.parse::<Ipv4Addr>().expect("addr"), 4789));
+    mgr.run_in(move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:4242").expect("UDP socket");
+        for _ in 0..SENT {
+            sock.send_to(&frame, to).expect("sending VXLAN");
+        }
+    })
+    .expect("in the manager's namespace");
+    // The queue drains at 100 kbit/s: a second or two.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = mgr
+        .exec(&["tc", "-s", "qdisc", "show", "dev", MANAGER_DEV])
+        .expect("tc -s qdisc");
+    let stats = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dropped: u64 = stats
+        .split("qdisc pfifo 20:")
+        .nth(1)
+        .and_then(|s| s.split("dropped ").nth(1))
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the queue's drops: {stats}"));
+    tc(&format!("qdisc del dev {MANAGER_DEV} root"));
+    assert!(dropped > 0 && dropped < SENT as u64, "{stats}");
+
+    let l = wait_for("the worker's agent to find the loss", 60, || {
+        loss_from(wkr, WORKER_ADDR, MANAGER_ADDR, token).filter(|l| l.lost > 0)
+    });
+    assert_eq!(l.lost, dropped, "{l:?}");
+    assert_eq!(l.recent_lost, dropped, "{l:?}");
+    // Compared once: a later check adds nothing.
+    std::thread::sleep(Duration::from_secs(12));
+    let h = health(wkr, WORKER_ADDR, token);
+    let l = h
+        .loss
+        .iter()
+        .find(|l| l.addr.to_string() == MANAGER_ADDR)
+        .expect("loss");
+    assert_eq!((l.lost, l.unverified_flows), (dropped, 0), "{l:?}");
+    let text = metrics_of(wkr, WORKER_ADDR, token);
+    assert_eq!(
+        metric(&text, "netobs_overlay_lost_packets_total", &[]),
+        Some(dropped as f64)
+    );
+    let f = h
+        .findings
+        .iter()
+        .find(|f| f.kind == HealthKind::OverlayLoss)
+        .unwrap_or_else(|| panic!("{h:#?}"));
+    assert!(
+        f.message.starts_with(&format!("{dropped} of "))
+            && f.message.contains(&format!("({MANAGER_ADDR})'s agent")),
+        "{f:#?}"
+    );
+    // The shipped rule fires for that pair, and every shipped expression
+    // of loss between nodes returns data.
+    let firing = wait_firing(wkr, "NetobsOverlayLoss", 60);
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    let prom_addr: SocketAddr = PROMETHEUS.parse().expect("address");
+    let checked = every_shipped_expression_returns_data(wkr, prom_addr, |m| {
+        m.iter().any(|m| BETWEEN_NODES.contains(&m.as_str()))
+    });
+    assert_eq!(
+        checked, 3,
+        "the rules NetobsOverlayLoss, NetobsPeerAgentUnreachable and a panel"
+    );
+    drop(prom);
+    let m = loss_from(mgr, MANAGER_ADDR, WORKER_ADDR, token).expect("loss from the worker");
+    assert_eq!(m.lost, 0, "{m:?}");
+    // The cluster view shows each node's measure.
+    let (_, text) = cluster_text(mgr, "doctor", token);
+    assert!(
+        text.lines().any(
+            |l| l.contains(&format!("({MANAGER_ADDR}): VXLAN it sent here"))
+                && l.contains(&format!(", {dropped} of "))
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -294,6 +490,7 @@ fn the_cluster_view_shows_every_node_and_names_the_missing() {
     }
 
     top_shows_every_node_by_service_pair(&swarm, &token);
+    loss_between_the_nodes_is_measured_exactly(&swarm, &token);
 
     // The worker's agent killed: named down within the timeout, the
     // manager's flows still there, the view partial.

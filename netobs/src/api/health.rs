@@ -21,11 +21,13 @@ pub enum HealthKind {
     GossipUdpOneWay,
     KernelDrops,
     ChecksumOffload,
+    OverlayLoss,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 8] = [
+    pub const ALL: [HealthKind; 9] = [
         HealthKind::DataPathOneWay,
+        HealthKind::OverlayLoss,
         HealthKind::GossipUdpOneWay,
         HealthKind::KernelDrops,
         HealthKind::ChecksumOffload,
@@ -45,6 +47,7 @@ impl HealthKind {
             HealthKind::GossipUdpOneWay => "gossip_udp_one_way",
             HealthKind::KernelDrops => "kernel_drops",
             HealthKind::ChecksumOffload => "checksum_offload",
+            HealthKind::OverlayLoss => "overlay_loss",
         }
     }
 
@@ -53,7 +56,7 @@ impl HealthKind {
             HealthKind::DataPathOneWay
             | HealthKind::VxlanMisdirected
             | HealthKind::GossipUdpOneWay => Severity::Critical,
-            HealthKind::KernelDrops => Severity::Warning,
+            HealthKind::KernelDrops | HealthKind::OverlayLoss => Severity::Warning,
             HealthKind::ChecksumOffload => Severity::Critical,
             HealthKind::MtuFragmentation => Severity::Warning,
             HealthKind::TcpConnectFailures => Severity::Warning,
@@ -112,6 +115,15 @@ impl HealthKind {
                  the sender or a device between (moby#41775): on the sending node, `ethtool -K \
                  IF tx-checksum-ip-generic off` on the underlay interface. The finding names \
                  this node's interface, driver and rx-checksumming"
+            }
+            HealthKind::OverlayLoss => {
+                "VXLAN a peer node's agent counted leaving that node never reached this one: \
+                 at least 10 packets and 1% of those sent in flows that went quiet in the last \
+                 5 min. Measured, not guessed: both agents count each flow, and a flow is \
+                 compared once no packet of it can still be on the way. The loss is between the \
+                 two hooks: the sender's queues and NIC, the underlay, this node's NIC. Look \
+                 at both interfaces' error and drop counters (`ip -s link`, `ethtool -S`), \
+                 rate limits and the links between"
             }
             HealthKind::TcpResets => {
                 "connections between two services ended by a reset (counted by the side that \
@@ -273,6 +285,10 @@ pub struct OverlayHealth {
     #[serde(default)]
     pub checksums: Vec<ChecksumHealth>,
     pub pairs: Vec<PairHealth>,
+    /// VXLAN lost on the way from each peer node, measured against what
+    /// its agent says it sent.
+    #[serde(default)]
+    pub loss: Vec<super::LossHealth>,
     pub findings: Vec<HealthFinding>,
     /// Checks this netobs cannot make (yet), said rather than skipped.
     pub not_checked: Vec<String>,

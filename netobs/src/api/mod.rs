@@ -11,6 +11,7 @@ mod enums;
 mod event;
 mod flow;
 mod health;
+mod loss;
 mod policy;
 mod totals;
 
@@ -22,6 +23,7 @@ pub use health::{
     ChecksumHealth, DropHealth, DropTraffic, GossipHealth, HealthFinding, HealthKind,
     OverlayHealth, PairHealth, PeerHealth,
 };
+pub use loss::{FlowId, LossHealth, SettledFlow, SettledFlows};
 pub use netobs_common::{Class, Direction};
 pub use policy::Policy;
 pub use totals::{
@@ -86,6 +88,9 @@ endpoints! {
     /// The encryption audit of the agent's node, judged when asked (the
     /// kernel's IPsec state read then).
     AuditEndpoint "/api/v1/audit" => crate::audit::Report;
+    /// The VXLAN this node sent in flows that went quiet, for its peers'
+    /// agents to measure loss (`?to=ADDR`: only what went to ADDR).
+    SettledEndpoint "/api/v1/settled" => SettledFlows;
 }
 
 #[cfg(test)]
@@ -141,6 +146,39 @@ mod tests {
                 packets: 7,
                 bytes: 700,
             }],
+        });
+        let addr = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
+        round_trip(SettledFlows {
+            uptime_secs: 12.5,
+            evicted_secs_ago: Some(3.0),
+            omitted: 1,
+            flows: vec![SettledFlow {
+                direction: Direction::Egress,
+                outer_src: addr("192.0.2.1"),
+                outer_dst: addr("192.0.2.2"),
+                vni: 4097,
+                inner_proto: 6,
+                inner_src: addr("10.0.0.2"),
+                inner_dst: addr("fd00::3"),
+                inner_sport: 40000,
+                inner_dport: 80,
+                packets: 9,
+                age_secs: 7.0,
+                idle_secs: 4.0,
+            }],
+        });
+        round_trip(OverlayHealth {
+            loss: vec![LossHealth {
+                peer: "n2".into(),
+                addr: addr("192.0.2.2"),
+                agent: "down".into(),
+                checked: 100,
+                lost: 3,
+                recent_checked: 10,
+                recent_lost: 1,
+                unverified_flows: 2,
+            }],
+            ..OverlayHealth::default()
         });
     }
 

@@ -165,6 +165,14 @@ pub fn fetch<E: Endpoint>(agent: &Agent) -> Result<E::Body, Failure> {
     parse::<E>(agent, &get(agent, E::PATH)?)
 }
 
+/// `fetch`, with a query string (`to=ADDR`).
+pub fn fetch_query<E: Endpoint>(agent: &Agent, query: Option<&str>) -> Result<E::Body, Failure> {
+    match query {
+        Some(q) => parse::<E>(agent, &get(agent, &format!("{}?{q}", E::PATH))?),
+        None => fetch::<E>(agent),
+    }
+}
+
 /// The body of a document `E` sent by `agent`.
 pub fn parse<E: Endpoint>(agent: &Agent, body: &str) -> Result<E::Body, Failure> {
     #[derive(Deserialize)]

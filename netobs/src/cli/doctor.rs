@@ -37,6 +37,7 @@ fn only(mut h: OverlayHealth, args: &DoctorArgs) -> OverlayHealth {
         h.drops.retain(|x| &x.peer == p || x.addr.to_string() == *p);
         h.checksums
             .retain(|x| &x.peer == p || x.addr.to_string() == *p);
+        h.loss.retain(|x| &x.peer == p || x.addr.to_string() == *p);
         // Findings name a peer as the peers list does: given an address,
         // keep its name's findings too.
         let names: Vec<String> = h
@@ -60,6 +61,7 @@ fn only(mut h: OverlayHealth, args: &DoctorArgs) -> OverlayHealth {
         h.gossip.clear();
         h.drops.clear();
         h.checksums.clear();
+        h.loss.clear();
         h.findings.retain(|f| {
             f.services
                 .as_deref()
@@ -95,6 +97,22 @@ fn text(h: &OverlayHealth) -> String {
             "peer {} ({}): {} packets {way} it dropped by the kernel, reason {}: {} in the last \
              {} s, {} since the agent started",
             d.peer, d.addr, d.traffic, d.reason, d.recent, h.window_secs, d.total
+        );
+    }
+    for l in &h.loss {
+        let _ = writeln!(
+            out,
+            "peer {} ({}): VXLAN it sent here in flows that went quiet: {} lost of {} (last {:.0} \
+             min), {} of {} since the agent started; {} flows not judged; its agent: {}",
+            l.peer,
+            l.addr,
+            l.recent_lost,
+            l.recent_checked,
+            doctor::RECENT_SECS / 60.0,
+            l.lost,
+            l.checked,
+            l.unverified_flows,
+            l.agent
         );
     }
     for c in &h.checksums {

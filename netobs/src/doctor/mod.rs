@@ -25,11 +25,12 @@
 //!
 //! Not checked (said in every answer): ICMP too-big from beyond this node.
 pub mod kinds;
-mod window;
+pub(crate) mod window;
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
+    sync::Arc,
 };
 
 use crate::{
@@ -39,6 +40,7 @@ use crate::{
     },
     host::IfaceInfo,
     inventory::{Inventory, MTU_OPTION},
+    loss::LossReport,
     poll::{Misdirected, PeerGrowth, Read},
     underlay::{ChecksumGrowth, DropGrowth, GossipGrowth},
 };
@@ -75,6 +77,10 @@ pub const SAME_HOST_DRIVERS: [&str; 5] = ["veth", "netkit", "tun", "virtio_net",
 /// port leaves tens; a node that went away is declared dead and no longer
 /// probed within seconds.
 pub const GOSSIP_MIN_OUT: u64 = 10;
+/// Loss from a peer becomes a finding at this many packets in the recent
+/// window, and this share of those sent.
+pub const LOSS_MIN_PACKETS: u64 = 10;
+pub const LOSS_MIN_PERCENT: u64 = 1;
 /// Drop keys remembered with their totals.
 const MAX_DROP_TOTALS: usize = 4096;
 
@@ -128,6 +134,8 @@ pub struct Doctor {
     drops_unavailable: Option<String>,
     /// Each read's inner SYN checksums by (peer, ifindex), over the window.
     checksums: Window<HashMap<(IpAddr, u32), ChecksumGrowth>>,
+    /// The loss checker's latest figures.
+    loss: Arc<LossReport>,
 }
 
 impl Doctor {
@@ -148,6 +156,7 @@ impl Doctor {
             drop_totals: BTreeMap::new(),
             drops_unavailable: None,
             checksums: Window::new(WINDOW_SECS),
+            loss: Arc::default(),
         }
     }
 
@@ -159,10 +168,12 @@ impl Doctor {
     pub fn observe(
         &mut self,
         read: &Read,
+        loss: &Arc<LossReport>,
         now: f64,
         iface: &dyn Fn(u32) -> Option<IfaceInfo>,
         inv: &Inventory,
     ) -> OverlayHealth {
+        self.loss = loss.clone();
         let mut frags = Fragments::new();
         for g in read.groups.iter().filter(|g| g.growth.outer_fragments > 0) {
             let e = frags
@@ -552,6 +563,7 @@ impl Doctor {
         let gossip = self.gossip(now, to_unix, &mut findings);
         let drops = self.drops(&mut findings);
         let checksums = self.checksums(iface, &mut findings);
+        self.loss_findings(&mut findings);
         let port = self
             .ports
             .iter()
@@ -681,6 +693,15 @@ impl Doctor {
                 "kernel drops of overlay packets by reason: unavailable: {why}"
             ));
         }
+        if let Some(why) = &self.loss.off {
+            not_checked.push(format!("loss between nodes: {why}"));
+        }
+        for l in self.loss.peers.iter().filter(|l| l.agent != "ok") {
+            not_checked.push(format!(
+                "loss from {} ({}): its agent gave nothing ({}) at the last check",
+                l.peer, l.addr, l.agent
+            ));
+        }
         OverlayHealth {
             window_secs: WINDOW_SECS as u64,
             peers: sums.into_values().collect(),
@@ -688,8 +709,39 @@ impl Doctor {
             drops,
             checksums,
             pairs,
+            loss: self.loss.peers.clone(),
             findings,
             not_checked,
+        }
+    }
+
+    /// One finding per peer whose VXLAN lost at least `LOSS_MIN_PACKETS`
+    /// and `LOSS_MIN_PERCENT` on the way here over the recent window.
+    fn loss_findings(&self, findings: &mut Vec<HealthFinding>) {
+        for l in &self.loss.peers {
+            if l.recent_lost < LOSS_MIN_PACKETS
+                || l.recent_lost * 100 < l.recent_checked * LOSS_MIN_PERCENT
+            {
+                continue;
+            }
+            findings.push(HealthFinding {
+                kind: HealthKind::OverlayLoss,
+                severity: HealthKind::OverlayLoss.severity(),
+                peer: Some(l.peer.clone()),
+                network: None,
+                services: None,
+                message: format!(
+                    "{} of {} VXLAN packets that {} ({})'s agent counted leaving for this node \
+                     in the last {:.0} min never arrived ({:.1}%): check both nodes' interfaces \
+                     (`ip -s link`, `ethtool -S`), rate limits and the links between",
+                    l.recent_lost,
+                    l.recent_checked,
+                    l.peer,
+                    l.addr,
+                    RECENT_SECS / 60.0,
+                    l.recent_lost as f64 * 100.0 / l.recent_checked.max(1) as f64
+                ),
+            });
         }
     }
 }

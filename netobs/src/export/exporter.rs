@@ -2,6 +2,7 @@
 //! and the API's documents. Owns all three; `poll` only reads.
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -15,11 +16,13 @@ use super::{
 };
 use crate::{
     api::{
-        AlertList, DataPath, Encryption, FlowList, HealthKind, LabelledFlow, OverlayHealth, Summary,
+        AlertList, DataPath, Encryption, FlowList, HealthKind, LabelledFlow, OverlayHealth,
+        SettledFlows, Summary,
     },
     doctor::Doctor,
     flows::{unix_now, SortKey, STATUS_CLASS_NAMES},
     inventory::Inventory,
+    loss::LossReport,
     poll::{Group, Iface, Read},
 };
 
@@ -60,6 +63,8 @@ pub struct Exporter {
     alerts: Alerts,
     doctor: Doctor,
     last_evictions: u64,
+    /// The evictions one read alone inferred.
+    evictions_last_read: u64,
     last_rate_limited: u64,
     last_ring_full: u64,
     grace: Duration,
@@ -68,6 +73,13 @@ pub struct Exporter {
     /// the audit's rates.
     last_flows: Arc<FlowList>,
     last_at: f64,
+    /// When the agent started and the flow table last evicted (monotonic
+    /// seconds): peers measuring loss need both.
+    started: f64,
+    last_eviction_at: Option<f64>,
+    /// Per peer, the loss checker's totals already added to the metrics:
+    /// (checked, lost, unverified flows).
+    loss_exported: HashMap<IpAddr, (u64, u64, u64)>,
 }
 
 impl Exporter {
@@ -77,12 +89,16 @@ impl Exporter {
             alerts,
             doctor: Doctor::new(data_path.ports.clone(), crate::time::monotonic_secs()),
             last_evictions: 0,
+            evictions_last_read: 0,
             last_rate_limited: 0,
             last_ring_full: 0,
             grace,
             data_path,
             last_flows: Arc::new(FlowList::default()),
             last_at: crate::time::monotonic_secs(),
+            started: crate::time::monotonic_secs(),
+            last_eviction_at: None,
+            loss_exported: HashMap::new(),
         }
     }
 
@@ -96,6 +112,7 @@ impl Exporter {
         ifaces: &[Iface],
         inv: &Arc<Inventory>,
         last_requests: &LastRequests,
+        loss: &Arc<LossReport>,
     ) -> Exported {
         let patterns = read.snapshot.patterns();
         self.export_counters(read, ifaces);
@@ -107,8 +124,9 @@ impl Exporter {
         };
         let health = self
             .doctor
-            .observe(read, crate::time::monotonic_secs(), &iface, inv);
+            .observe(read, loss, crate::time::monotonic_secs(), &iface, inv);
         self.export_overlay_health(read, ifaces, &health);
+        self.export_loss(&health, inv);
         let snapshot = &read.snapshot;
         let flows = snapshot
             .flows
@@ -125,7 +143,14 @@ impl Exporter {
         let now = crate::time::monotonic_secs();
         let flows_before = std::mem::replace(&mut self.last_flows, flows.clone());
         let dt = now - std::mem::replace(&mut self.last_at, now);
+        let settled = Arc::new(SettledFlows {
+            uptime_secs: now - self.started,
+            evicted_secs_ago: self.last_eviction_at.map(|t| now - t),
+            omitted: read.settled.omitted,
+            flows: read.settled.flows.clone(),
+        });
         let api = ApiState {
+            settled,
             flows,
             flows_before,
             dt,
@@ -304,6 +329,44 @@ impl Exporter {
         }
     }
 
+    /// Loss between nodes: what the checker found of each peer's VXLAN on
+    /// the way here, added to the counters once, and whether its agent
+    /// answered.
+    fn export_loss(&mut self, health: &OverlayHealth, inv: &Inventory) {
+        let me = this_node(inv);
+        let m = &mut self.metrics;
+        for l in &health.loss {
+            let done = self.loss_exported.entry(l.addr).or_default();
+            let labels = [l.peer.as_str(), me.as_str()];
+            // Zero until something is lost, rather than absent.
+            for def in [
+                &metrics::OVERLAY_LOSS_CHECKED,
+                &metrics::OVERLAY_LOST,
+                &metrics::OVERLAY_LOSS_UNVERIFIED,
+            ] {
+                m.touch(def, &labels);
+            }
+            m.inc(
+                &metrics::OVERLAY_LOSS_CHECKED,
+                &labels,
+                l.checked - done.0.min(l.checked),
+            );
+            m.inc(&metrics::OVERLAY_LOST, &labels, l.lost - done.1.min(l.lost));
+            m.inc(
+                &metrics::OVERLAY_LOSS_UNVERIFIED,
+                &labels,
+                l.unverified_flows - done.2.min(l.unverified_flows),
+            );
+            *done = (l.checked, l.lost, l.unverified_flows);
+        }
+        let up: Vec<(Vec<String>, i64)> = health
+            .loss
+            .iter()
+            .map(|l| (vec![l.peer.clone()], i64::from(l.agent == "ok")))
+            .collect();
+        m.gauge_replace(&metrics::PEER_AGENT_UP, &up);
+    }
+
     fn export_health(&mut self, read: &Read, ifaces: &[Iface], inv: &Inventory) {
         let snap = &read.snapshot;
         let m = &mut self.metrics;
@@ -318,10 +381,15 @@ impl Exporter {
             m.touch(&metrics::PLAINTEXT_ON_ENCRYPTED, &[&n.name]);
         }
         let h = snap.health;
+        // One read alone takes a flow inserted between its walk of the
+        // table and its read of the counters for an eviction; the next read
+        // finds it in the table. Evictions are what two reads agree on.
+        let evictions = h.flow_evictions.min(self.evictions_last_read);
+        self.evictions_last_read = h.flow_evictions;
         m.inc(
             &metrics::FLOW_EVICTIONS,
             &[],
-            h.flow_evictions.saturating_sub(self.last_evictions),
+            evictions.saturating_sub(self.last_evictions),
         );
         m.inc(
             &metrics::EVENTS_DROPPED,
@@ -333,7 +401,10 @@ impl Exporter {
             &["ring_full"],
             h.events_ring_full.saturating_sub(self.last_ring_full),
         );
-        self.last_evictions = self.last_evictions.max(h.flow_evictions);
+        if evictions > self.last_evictions {
+            self.last_eviction_at = Some(crate::time::monotonic_secs());
+        }
+        self.last_evictions = self.last_evictions.max(evictions);
         self.last_rate_limited = h.events_rate_limited;
         self.last_ring_full = h.events_ring_full;
         m.gauge_set(&metrics::FLOWS_ACTIVE, &[], snap.totals.flows as i64);
@@ -375,6 +446,17 @@ impl Exporter {
 }
 
 /// 1 for each of `peers` a finding of `kind` names, 0 for the others.
+/// This node as its peers' findings and the loss metrics name it.
+fn this_node(inv: &Inventory) -> String {
+    match &inv.swarm {
+        Some(s) if !s.hostname.is_empty() => s.hostname.clone(),
+        Some(s) => s
+            .node_addr
+            .map_or_else(|| "local".into(), |a| a.to_string()),
+        None => "local".into(),
+    }
+}
+
 fn finding_gauge(
     health: &OverlayHealth,
     kind: HealthKind,

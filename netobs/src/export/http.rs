@@ -19,7 +19,8 @@ use tokio::{
 use crate::{
     api::{
         self, AlertList, AlertsEndpoint, AuditEndpoint, Doc, Endpoint, FlowList, FlowsEndpoint,
-        HealthEndpoint, InventoryEndpoint, OverlayHealth, Summary, SummaryEndpoint,
+        HealthEndpoint, InventoryEndpoint, OverlayHealth, SettledEndpoint, SettledFlows, Summary,
+        SummaryEndpoint,
     },
     inventory::Inventory,
     token::Token,
@@ -36,6 +37,9 @@ pub struct ApiState {
     pub alerts: AlertList,
     pub summary: Summary,
     pub health: OverlayHealth,
+    /// This node's VXLAN flows that went quiet (both ways): peers' agents
+    /// are offered the egress ones, the loss checker reads the ingress.
+    pub settled: Arc<SettledFlows>,
 }
 
 /// A client that never finishes its headers is cut off after this.
@@ -155,6 +159,20 @@ fn handle(
         AlertsEndpoint::PATH => json(&s.alerts),
         SummaryEndpoint::PATH => json(&s.summary),
         HealthEndpoint::PATH => json(&s.health),
+        SettledEndpoint::PATH => {
+            let to = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("to=")));
+            match to.map(str::parse::<std::net::IpAddr>).transpose() {
+                Ok(to) => json(&crate::loss::offered(&s.settled, to)),
+                Err(_) => reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "to= must be an IP address\n",
+                ),
+            }
+        }
         // Judged on request: the kernel's IPsec state is read now, in this
         // namespace (a netlink dump, milliseconds).
         AuditEndpoint::PATH => json(&crate::audit::of_this_node(

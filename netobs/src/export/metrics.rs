@@ -222,6 +222,34 @@ metric!(
     [],
     "Gossip datagrams, kernel drops and checksummed SYNs counted without their peer because the kernel's maps of them were full."
 );
+metric!(
+    OVERLAY_LOSS_CHECKED,
+    "netobs_overlay_loss_checked_packets_total",
+    Counter,
+    ["src_node", "dst_node"],
+    "VXLAN packets src_node's agent counted leaving for dst_node (this node) in flows compared once they went quiet: what loss is measured against."
+);
+metric!(
+    OVERLAY_LOST,
+    "netobs_overlay_lost_packets_total",
+    Counter,
+    ["src_node", "dst_node"],
+    "Of those, the packets that never reached dst_node (this node): lost between the sender's hook and this one. Measured by the receiving node's agent only, so never counted twice."
+);
+metric!(
+    OVERLAY_LOSS_UNVERIFIED,
+    "netobs_overlay_loss_unverified_flows_total",
+    Counter,
+    ["src_node", "dst_node"],
+    "Flows from src_node whose loss could not be judged: older than either agent, or evicted from either kernel table while they ran."
+);
+metric!(
+    PEER_AGENT_UP,
+    "netobs_peer_agent_up",
+    Gauge,
+    ["peer_node"],
+    "1 if the peer node's agent answered this node's last loss check (every 10 s); 0 if it did not, and loss from it is not measured."
+);
 
 pub const METRICS: &[MetricDef] = &[
     PACKETS,
@@ -252,6 +280,10 @@ pub const METRICS: &[MetricDef] = &[
     INNER_CHECKSUMS,
     CHECKSUM_OFFLOAD_BROKEN,
     UNDERLAY_UNTRACKED,
+    OVERLAY_LOSS_CHECKED,
+    OVERLAY_LOST,
+    OVERLAY_LOSS_UNVERIFIED,
+    PEER_AGENT_UP,
 ];
 
 /// Label value that stands in for everything past the series cap.

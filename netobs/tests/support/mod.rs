@@ -12,7 +12,7 @@ use std::{
 };
 
 use netobs::{api::Endpoint, cli::client};
-use netobs_tests::{lab::Process, netns::Netns, prom::metric, traffic::http_get};
+use netobs_tests::{dashboards, lab::Process, netns::Netns, prom::metric, traffic::http_get};
 
 /// Where each node's agent serves, inside that node's namespace.
 pub const METRICS: &str = "127.0.0.1:9477";
@@ -161,9 +161,18 @@ pub fn requests(text: &str, network: &str, src: &str, dst: &str) -> f64 {
 /// A real Prometheus in `ns` scraping the agent there every second, with
 /// the shipped rules.
 pub fn start_prometheus(ns: &Netns, dir: &Path) -> Process {
+    start_prometheus_for(ns, dir, METRICS, None)
+}
+
+/// `start_prometheus`, scraping the agent at `target` with the token in
+/// the file `token`.
+pub fn start_prometheus_for(ns: &Netns, dir: &Path, target: &str, token: Option<&str>) -> Process {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/netobs.rules.yml");
+    let auth = token
+        .map(|t| format!("    authorization:\n      credentials_file: {t}\n"))
+        .unwrap_or_default();
     let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: netobs\n    static_configs:\n      - targets: ['{METRICS}']\n",
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: netobs\n{auth}    static_configs:\n      - targets: ['{target}']\n",
         rules.canonicalize().expect("rules file").display()
     );
     std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus config");
@@ -238,4 +247,62 @@ pub fn start_capture(ns: &Netns, dev: &str, path: &Path) -> Process {
     // tcpdump opens the interface a moment after it starts.
     std::thread::sleep(Duration::from_secs(1));
     p
+}
+
+/// The metrics of loss between nodes: exported only where agents reach
+/// each other (`cluster.rs`).
+pub const BETWEEN_NODES: [&str; 4] = [
+    "netobs_overlay_loss_checked_packets_total",
+    "netobs_overlay_lost_packets_total",
+    "netobs_overlay_loss_unverified_flows_total",
+    "netobs_peer_agent_up",
+];
+
+/// Every dashboard target and alert expression whose metrics `keep`
+/// admits, through the real Prometheus at `prom`: each must evaluate,
+/// every metric it reads must have series, and every panel must show data
+/// (rates need two scrapes of the new series, so this waits for them).
+/// Returns how many were checked.
+pub fn every_shipped_expression_returns_data(
+    ns: &Netns,
+    prom: SocketAddr,
+    keep: impl Fn(&[String]) -> bool,
+) -> usize {
+    let query = |e: &str| -> serde_json::Value {
+        let path = format!("/api/v1/query?query={}", dashboards::urlencode(e));
+        let body = http_get(ns, prom, &path).unwrap_or_default();
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    };
+    let exprs = dashboards::expressions().expect("the shipped expressions");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut checked = 0;
+    for (at, raw) in &exprs {
+        let e = dashboards::substitute(raw);
+        if !keep(&dashboards::metric_names(&e)) {
+            continue;
+        }
+        checked += 1;
+        let dashboard = !at.starts_with("netobs.rules.yml");
+        loop {
+            let v = query(&e);
+            assert_eq!(v["status"], "success", "{at}: {e}: {v}");
+            let missing: Vec<String> = dashboards::metric_names(&e)
+                .into_iter()
+                .filter(|m| {
+                    let n = query(&format!("count({{__name__=\"{m}\"}})"));
+                    n["data"]["result"].as_array().is_none_or(|r| r.is_empty())
+                })
+                .collect();
+            let empty = v["data"]["result"].as_array().is_none_or(|r| r.is_empty());
+            if missing.is_empty() && !(dashboard && empty) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{at}: {e}: no series of {missing:?} or no data: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    checked
 }
