@@ -134,13 +134,13 @@ fn main() {
         );
         let t = Instant::now();
         let last = LastRequests::default();
-        let first = poller.poll(&dp, &ifaces, &inv).expect("first read");
-        exporter.export(&first, &ifaces, &inv, &last, &Default::default());
+        let mut first = poller.poll(&dp, &ifaces, &inv).expect("first read");
+        exporter.export(&mut first, &ifaces, &inv, &last, &Default::default());
         let agent_ms = ms(t);
         drop(first);
         let t = Instant::now();
-        let read = poller.poll(&dp, &ifaces, &inv).expect("second read");
-        exporter.export(&read, &ifaces, &inv, &last, &Default::default());
+        let mut read = poller.poll(&dp, &ifaces, &inv).expect("second read");
+        exporter.export(&mut read, &ifaces, &inv, &last, &Default::default());
         let steady_ms = ms(t);
         let snap = read.snapshot;
         let evicted = snap.health.flow_evictions;

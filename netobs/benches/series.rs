@@ -187,8 +187,8 @@ fn main() {
     );
     let last = LastRequests::default();
     for _ in 0..2 {
-        let read = poller.poll(&dp, &ifaces, &inv).expect("read");
-        exporter.export(&read, &ifaces, &inv, &last, &Default::default());
+        let mut read = poller.poll(&dp, &ifaces, &inv).expect("read");
+        exporter.export(&mut read, &ifaces, &inv, &last, &Default::default());
     }
     let text = exporter.metrics().render();
     let mut by_family: BTreeMap<String, u64> = BTreeMap::new();

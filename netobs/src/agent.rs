@@ -248,9 +248,9 @@ pub async fn run(mut cfg: AgentConfig, sink: Sink) -> Result<()> {
                     ifaces = interfaces(&dp, &watched);
                 }
                 let inv = inv_rx.borrow().clone();
-                let read = poller.poll(&dp, &ifaces, &inv)?;
+                let mut read = poller.poll(&dp, &ifaces, &inv)?;
                 let loss = loss_rx.borrow().clone();
-                let exported = exporter.export(&read, &ifaces, &inv, &last_requests, &loss);
+                let exported = exporter.export(&mut read, &ifaces, &inv, &last_requests, &loss);
                 for a in &exported.raised {
                     sink(Output::Alert(a));
                 }

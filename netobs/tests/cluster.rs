@@ -335,6 +335,7 @@ fn loss_between_the_nodes_is_measured_exactly(swarm: &TwoNodeSwarm, token: &str)
         .unwrap_or_else(|| panic!("the queue's drops: {stats}"));
     tc(&format!("qdisc del dev {MANAGER_DEV} root"));
     assert!(dropped > 0 && dropped < SENT as u64, "{stats}");
+    eprintln!("the manager's queue dropped {dropped} of {SENT}");
 
     let l = wait_for("the worker's agent to find the loss", 60, || {
         loss_from(wkr, WORKER_ADDR, MANAGER_ADDR, token).filter(|l| l.lost > 0)
@@ -460,6 +461,41 @@ fn the_cluster_view_shows_every_node_and_names_the_missing() {
                 .any(|l| l.contains(&format!("@{a} ")) && l.contains("client")),
             "a row from {a}: {text}"
         );
+    }
+    // Each connection's two flows joined across the nodes: the requests
+    // leave the manager and arrive at the worker, the answers the other
+    // way; all done, so what left arrived.
+    let joined: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("flows seen at both ends"))
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .filter(|w: &Vec<&str>| w.len() == 7)
+        .collect();
+    let way = |from: &str, to: &str, src: &str| {
+        joined
+            .iter()
+            .filter(|w| {
+                w[0].ends_with(&format!("@{from}"))
+                    && w[1].ends_with(&format!("@{to}"))
+                    && w[2] == "backend"
+                    && w[3].starts_with(src)
+            })
+            .map(|w| {
+                (
+                    w[5].parse::<u64>().expect("sent"),
+                    w[6].parse::<u64>().expect("received"),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for (from, to, src) in [
+        (MANAGER_ADDR, WORKER_ADDR, "client:"),
+        (WORKER_ADDR, MANAGER_ADDR, "web:80"),
+    ] {
+        let rows = way(from, to, src);
+        assert_eq!(rows.len(), REQUESTS as usize, "{text}");
+        assert!(rows.iter().all(|(s, r)| s == r && *s > 0), "{text}");
     }
 
     // Health and services from both.

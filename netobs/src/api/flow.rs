@@ -71,6 +71,24 @@ impl Flow {
             .is_some_and(|f| f & (tcp::FIN | tcp::RST) != 0)
     }
 
+    /// What identifies it at both ends of the underlay (VXLAN with an inner
+    /// flow only): the same as `SettledFlow::id`.
+    pub fn wire_id(&self) -> Option<super::FlowId> {
+        if self.class != super::Class::Vxlan {
+            return None;
+        }
+        Some((
+            self.outer_src?,
+            self.outer_dst?,
+            self.vni?,
+            self.inner_proto?,
+            self.inner_src?,
+            self.inner_dst?,
+            self.inner_sport.unwrap_or(0),
+            self.inner_dport.unwrap_or(0),
+        ))
+    }
+
     /// HTTP requests seen on it, every method.
     pub fn requests(&self) -> u64 {
         self.http_requests.values().sum()

@@ -389,8 +389,43 @@ fn header(app: &App) -> Vec<Line<'static>> {
     ]
 }
 
-fn bold() -> Style {
-    Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+/// A table's column widths and header: (title, width, 0 for the rest of the
+/// line), after the node's column in the cluster view.
+fn layout(cluster: bool, columns: &[(&'static str, u16)]) -> (Vec<Constraint>, TableRow<'static>) {
+    let all: Vec<(&'static str, u16)> = cluster
+        .then_some(("node", 22))
+        .into_iter()
+        .chain(columns.iter().copied())
+        .collect();
+    let widths = all
+        .iter()
+        .map(|(_, w)| match w {
+            0 => Constraint::Min(10),
+            w => Constraint::Length(*w),
+        })
+        .collect();
+    let head = TableRow::new(all.iter().map(|(t, _)| *t).collect::<Vec<_>>())
+        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    (widths, head)
+}
+
+/// The rate and total cells a pair and its connections share.
+fn traffic_cells(
+    pps: f64,
+    bps: f64,
+    rps: f64,
+    requests: u64,
+    bytes: u64,
+    last: &str,
+) -> [Cell<'static>; 6] {
+    [
+        Cell::from(format!("{pps:.0}")),
+        Cell::from(human_bytes(bps as u64)),
+        Cell::from(format!("{rps:.1}")),
+        Cell::from(requests.to_string()),
+        Cell::from(human_bytes(bytes)),
+        Cell::from(last.to_owned()),
+    ]
 }
 
 /// The table of service pairs, each open one followed by its connections;
@@ -416,13 +451,15 @@ fn pairs_table(app: &App) -> (Table<'static>, Option<usize>) {
             Cell::from(g.pair.server.clone()),
             Cell::from((g.open + g.finished).to_string()),
             Cell::from(g.finished.to_string()),
-            Cell::from(format!("{:.0}", g.pps)),
-            Cell::from(human_bytes(g.bps as u64)),
-            Cell::from(format!("{:.1}", g.rps)),
-            Cell::from(g.requests.to_string()),
-            Cell::from(human_bytes(g.bytes)),
-            Cell::from(g.last_request.clone()),
         ]);
+        cells.extend(traffic_cells(
+            g.pps,
+            g.bps,
+            g.rps,
+            g.requests,
+            g.bytes,
+            &g.last_request,
+        ));
         lines.push(TableRow::new(cells));
         if !open {
             continue;
@@ -439,52 +476,37 @@ fn pairs_table(app: &App) -> (Table<'static>, Option<usize>) {
                 Cell::from(format!("  {}", r.dst)),
                 Cell::from(r.state.label()),
                 Cell::from(""),
-                Cell::from(format!("{:.0}", r.pps)),
-                Cell::from(human_bytes(r.bps as u64)),
-                Cell::from(format!("{:.1}", r.rps)),
-                Cell::from(r.requests.to_string()),
-                Cell::from(human_bytes(r.bytes)),
-                Cell::from(r.last_request.clone()),
             ]);
+            cells.extend(traffic_cells(
+                r.pps,
+                r.bps,
+                r.rps,
+                r.requests,
+                r.bytes,
+                &r.last_request,
+            ));
             lines.push(TableRow::new(cells).style(Style::new().add_modifier(Modifier::DIM)));
         }
     }
-    let mut widths = Vec::new();
-    let mut head = Vec::new();
-    if app.cluster {
-        widths.push(Constraint::Length(22));
-        head.push("node");
-    }
-    widths.extend([
-        Constraint::Length(14),
-        Constraint::Length(8),
-        Constraint::Length(20),
-        Constraint::Length(20),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(7),
-        Constraint::Length(9),
-        Constraint::Length(7),
-        Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Min(10),
-    ]);
-    head.extend([
-        "network",
-        "class",
-        "client",
-        "server",
-        "conns",
-        "finished",
-        "pkt/s",
-        "B/s",
-        "req/s",
-        "requests",
-        "bytes",
-        "last request",
-    ]);
+    let (widths, head) = layout(
+        app.cluster,
+        &[
+            ("network", 14),
+            ("class", 8),
+            ("client", 20),
+            ("server", 20),
+            ("conns", 8),
+            ("finished", 8),
+            ("pkt/s", 7),
+            ("B/s", 9),
+            ("req/s", 7),
+            ("requests", 9),
+            ("bytes", 9),
+            ("last request", 0),
+        ],
+    );
     let table = Table::new(lines, widths)
-        .header(TableRow::new(head).style(bold()))
+        .header(head)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
     (table, selected_line)
 }
@@ -516,41 +538,24 @@ fn connections_table(app: &App) -> Table<'static> {
             TableRow::new(cells)
         })
         .collect();
-    let mut widths = Vec::new();
-    let mut head = Vec::new();
-    if app.cluster {
-        widths.push(Constraint::Length(22));
-        head.push("node");
-    }
-    widths.extend([
-        Constraint::Length(12),
-        Constraint::Length(10),
-        Constraint::Length(8),
-        Constraint::Length(14),
-        Constraint::Length(20),
-        Constraint::Length(20),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(10),
-        Constraint::Length(9),
-        Constraint::Min(10),
-    ]);
-    head.extend([
-        "network",
-        "vni/spi",
-        "class",
-        "peer",
-        "source",
-        "destination",
-        "state",
-        "pkt/s",
-        "B/s",
-        "packets",
-        "bytes",
-        "last request",
-    ]);
-    Table::new(rows, widths).header(TableRow::new(head).style(bold()))
+    let (widths, head) = layout(
+        app.cluster,
+        &[
+            ("network", 12),
+            ("vni/spi", 10),
+            ("class", 8),
+            ("peer", 14),
+            ("source", 20),
+            ("destination", 20),
+            ("state", 8),
+            ("pkt/s", 8),
+            ("B/s", 9),
+            ("packets", 10),
+            ("bytes", 9),
+            ("last request", 0),
+        ],
+    );
+    Table::new(rows, widths).header(head)
 }
 
 fn draw(frame: &mut Frame, app: &App) {

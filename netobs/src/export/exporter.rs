@@ -108,7 +108,7 @@ impl Exporter {
 
     pub fn export(
         &mut self,
-        read: &Read,
+        read: &mut Read,
         ifaces: &[Iface],
         inv: &Arc<Inventory>,
         last_requests: &LastRequests,
@@ -147,7 +147,8 @@ impl Exporter {
             uptime_secs: now - self.started,
             evicted_secs_ago: self.last_eviction_at.map(|t| now - t),
             omitted: read.settled.omitted,
-            flows: read.settled.flows.clone(),
+            // Handed on, not copied: up to MAX_SETTLED of them each second.
+            flows: std::mem::take(&mut read.settled.flows),
         });
         let api = ApiState {
             settled,
