@@ -13,6 +13,7 @@ pub mod api;
 pub mod audit;
 pub mod capture;
 pub mod cli;
+pub mod client;
 pub mod datapath;
 pub mod doctor;
 pub mod export;

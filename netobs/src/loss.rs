@@ -27,10 +27,7 @@ use tokio::sync::watch;
 
 use crate::{
     api::{Answer, FlowId, LossHealth, SettledFlow, SettledFlows},
-    cli::{
-        client::Agent,
-        cluster::{self, Member},
-    },
+    client::{self, Agent, Member},
     doctor::{window::Window, RECENT_SECS},
     export::http::ApiState,
     flows::addr,
@@ -379,8 +376,8 @@ fn check(cfg: &CheckerConfig, state: &ApiState, uptime: f64, ledger: &mut Ledger
         })
         .collect();
     let query = me.map(|a| format!("to={a}"));
-    let view = cluster::ask_each(&members, |a| {
-        crate::cli::client::fetch_query::<crate::api::SettledEndpoint>(a, query.as_deref())
+    let view = client::ask_each(&members, |a| {
+        client::fetch_query::<crate::api::SettledEndpoint>(a, query.as_deref())
     });
     let here = Here {
         received: &received,

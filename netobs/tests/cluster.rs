@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use netobs::{
     api::{Answer, ClusterView, FlowList, HealthEndpoint, HealthKind, LossHealth, OverlayHealth},
     audit::Report,
-    cli::client::{self, Agent},
+    client::{self, Agent},
     token::Token,
 };
 use netobs_tests::{

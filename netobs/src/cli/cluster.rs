@@ -10,8 +10,11 @@ use std::{collections::HashMap, net::ToSocketAddrs, time::Duration};
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::client::{self, Agent, Failure};
-use crate::api::{Answer, ClusterView, Endpoint, InventoryEndpoint, NodeAnswer};
+pub use crate::client::{ask, ask_each, Member};
+use crate::{
+    api::{Answer, ClusterView, InventoryEndpoint},
+    client::{self, Agent},
+};
 
 /// Exit status of a cluster view in which some node's agent gave nothing.
 pub const EXIT_PARTIAL: u8 = 3;
@@ -33,13 +36,6 @@ pub struct ClusterArgs {
     /// Seconds each agent has to connect and to answer
     #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300), requires = "cluster")]
     pub timeout: u64,
-}
-
-/// A node's agent to ask.
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub node: String,
-    pub agent: Agent,
 }
 
 /// The agents of the cluster view: `--agents`, else every node of the local
@@ -109,58 +105,6 @@ pub fn members(local: &Agent, args: &ClusterArgs) -> Result<Vec<Member>> {
             Member { node, agent }
         })
         .collect())
-}
-
-/// Document `E` from every member at once.
-pub fn ask<E: Endpoint>(members: &[Member]) -> ClusterView<E::Body>
-where
-    E::Body: Send,
-{
-    ask_each(members, client::fetch::<E>)
-}
-
-/// `read` of every member's agent at once, each in its own thread (each
-/// bounded by the agent's timeout).
-pub fn ask_each<T: Send>(
-    members: &[Member],
-    read: impl Fn(&Agent) -> Result<T, Failure> + Sync,
-) -> ClusterView<T> {
-    let read = &read;
-    let nodes = std::thread::scope(|s| {
-        let asks: Vec<_> = members
-            .iter()
-            .map(|m| s.spawn(move || read(&m.agent)))
-            .collect();
-        members
-            .iter()
-            .zip(asks)
-            .map(|(m, ask)| {
-                let answer = match ask.join() {
-                    Ok(Ok(data)) => Answer::Ok { data },
-                    Ok(Err(f)) => failure(f),
-                    Err(_) => Answer::Failed {
-                        error: format!("asking the agent at {} failed", m.agent),
-                    },
-                };
-                NodeAnswer {
-                    node: m.node.clone(),
-                    agent: m.agent.addr.to_string(),
-                    answer,
-                }
-            })
-            .collect()
-    });
-    ClusterView { nodes }
-}
-
-fn failure<T>(f: Failure) -> Answer<T> {
-    match f {
-        Failure::Down(error) => Answer::Down { error },
-        Failure::Slow(error) => Answer::Slow { error },
-        Failure::Refused(error) => Answer::Refused { error },
-        Failure::Incompatible(error) => Answer::Incompatible { error },
-        Failure::Failed(error) => Answer::Failed { error },
-    }
 }
 
 /// One line per node that gave nothing, for the end of a text view.

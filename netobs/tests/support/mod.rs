@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netobs::{api::Endpoint, cli::client};
+use netobs::{api::Endpoint, client};
 use netobs_tests::{dashboards, lab::Process, netns::Netns, prom::metric, traffic::http_get};
 
 /// Where each node's agent serves, inside that node's namespace.
