@@ -138,6 +138,8 @@ struct Compared {
 struct PeerTotals {
     name: String,
     agent: String,
+    /// When it was last asked (a node that left is forgotten).
+    asked_at: f64,
     checked: u64,
     lost: u64,
     unverified_flows: u64,
@@ -146,6 +148,8 @@ struct PeerTotals {
 /// This node's own view for one check: its settled ingress flows and how
 /// long its agent and table have been trustworthy.
 pub struct Here<'a> {
+    /// This node's addresses: only what was sent to them is compared.
+    pub addrs: &'a HashSet<IpAddr>,
     pub received: &'a HashMap<FlowId, u64>,
     pub uptime_secs: f64,
     pub evicted_secs_ago: Option<f64>,
@@ -189,7 +193,11 @@ impl Ledger {
                 .flatten()
                 .any(|ago| *ago <= age + MARGIN_SECS)
         };
-        for f in sent.flows.iter().filter(|f| f.outer_src == peer) {
+        for f in sent
+            .flows
+            .iter()
+            .filter(|f| f.outer_src == peer && here.addrs.contains(&f.outer_dst))
+        {
             let id = f.id();
             let received = here.received.get(&id).copied();
             // Counted from its first packet at both ends, and neither table
@@ -240,6 +248,7 @@ impl Ledger {
         let t = self.peers.entry(peer).or_default();
         t.name = name.to_owned();
         t.agent = "ok".into();
+        t.asked_at = now;
         t.checked += checked;
         t.lost += lost;
         t.unverified_flows += unverified;
@@ -247,10 +256,11 @@ impl Ledger {
     }
 
     /// A peer's agent that gave nothing this time, with the status word.
-    pub fn unanswered(&mut self, peer: IpAddr, name: &str, status: &str) {
+    pub fn unanswered(&mut self, peer: IpAddr, name: &str, status: &str, now: f64) {
         let t = self.peers.entry(peer).or_default();
         t.name = name.to_owned();
         t.agent = status.to_owned();
+        t.asked_at = now;
     }
 
     /// Ends one check at `now`: remembers its figures for the recent
@@ -259,6 +269,9 @@ impl Ledger {
         self.recent.push(now, this_check);
         self.compared
             .retain(|_, c| now - c.at <= KEPT_UNTIL_SECS + 2.0 * CHECK_EVERY.as_secs_f64());
+        // A peer no longer exchanging VXLAN with this node (it left the
+        // swarm, or went quiet) is not asked: forget it after the window.
+        self.peers.retain(|_, t| now - t.asked_at < RECENT_SECS);
     }
 
     pub fn report(&self) -> Vec<LossHealth> {
@@ -360,7 +373,10 @@ fn check(cfg: &CheckerConfig, state: &ApiState, uptime: f64, ledger: &mut Ledger
         peers.push(f.outer_src);
     }
     peers.extend(state.health.peers.iter().map(|p| p.addr));
-    peers.retain(|p| !my_addrs.contains(p));
+    // Only nodes of this swarm run agents to ask: VXLAN from any other
+    // address (spoofed, or an exposed port) has its own finding.
+    let nodes: HashSet<IpAddr> = state.inventory.node_addresses().collect();
+    peers.retain(|p| !my_addrs.contains(p) && nodes.contains(&p.to_canonical()));
     peers.sort();
     peers.dedup();
     peers.truncate(MAX_PEERS);
@@ -380,6 +396,7 @@ fn check(cfg: &CheckerConfig, state: &ApiState, uptime: f64, ledger: &mut Ledger
         client::fetch_query::<crate::api::SettledEndpoint>(a, query.as_deref())
     });
     let here = Here {
+        addrs: &my_addrs,
         received: &received,
         uptime_secs: uptime,
         evicted_secs_ago: mine.evicted_secs_ago,
@@ -391,7 +408,7 @@ fn check(cfg: &CheckerConfig, state: &ApiState, uptime: f64, ledger: &mut Ledger
                 let (c, l) = ledger.account(*peer, &n.node, data, &here, now);
                 this_check.push((*peer, c, l));
             }
-            other => ledger.unanswered(*peer, &n.node, other.status()),
+            other => ledger.unanswered(*peer, &n.node, other.status(), now),
         }
     }
     ledger.end_check(now, this_check);
@@ -429,34 +446,42 @@ mod tests {
 
     const PEER: [u8; 4] = [192, 0, 2, 1];
 
+    /// This node: the flows' outer destination.
+    fn me() -> HashSet<IpAddr> {
+        HashSet::from([IpAddr::from([192, 0, 2, 2])])
+    }
+
+    fn here<'a>(addrs: &'a HashSet<IpAddr>, received: &'a HashMap<FlowId, u64>) -> Here<'a> {
+        Here {
+            addrs,
+            received,
+            uptime_secs: 500.0,
+            evicted_secs_ago: None,
+        }
+    }
+
     #[test]
     fn loss_is_what_was_sent_and_did_not_arrive_counted_once() {
         let mut l = Ledger::default();
         let a = flow(1, 100, 20.0);
         let b = flow(2, 50, 20.0);
         let mut received = HashMap::from([(a.id(), 90u64), (b.id(), 50)]);
-        fn here(r: &HashMap<FlowId, u64>) -> Here<'_> {
-            Here {
-                received: r,
-                uptime_secs: 500.0,
-                evicted_secs_ago: None,
-            }
-        }
+        let me = me();
         let s = sent(vec![a.clone(), b.clone()]);
         assert_eq!(
-            l.account(PEER.into(), "m", &s, &here(&received), 1.0),
+            l.account(PEER.into(), "m", &s, &here(&me, &received), 1.0),
             (150, 10)
         );
         // Offered again by the next check: nothing new.
         assert_eq!(
-            l.account(PEER.into(), "m", &s, &here(&received), 11.0),
+            l.account(PEER.into(), "m", &s, &here(&me, &received), 11.0),
             (0, 0)
         );
         // a resumed and paused again: 20 more sent, 15 more arrived.
         received.insert(a.id(), 105);
         let s = sent(vec![flow(1, 120, 40.0), b]);
         assert_eq!(
-            l.account(PEER.into(), "m", &s, &here(&received), 21.0),
+            l.account(PEER.into(), "m", &s, &here(&me, &received), 21.0),
             (20, 5)
         );
         let r = l.report();
@@ -473,25 +498,26 @@ mod tests {
         let old = flow(1, 100, 600.0);
         let evicted = flow(2, 10, 5.0);
         let none = HashMap::new();
-        let here = Here {
-            received: &none,
-            uptime_secs: 500.0,
+        let me = me();
+        let after_eviction = Here {
             evicted_secs_ago: Some(3.0),
+            ..here(&me, &none)
         };
         assert_eq!(
-            l.account(PEER.into(), "m", &sent(vec![old, evicted]), &here, 1.0),
+            l.account(
+                PEER.into(),
+                "m",
+                &sent(vec![old, evicted]),
+                &after_eviction,
+                1.0
+            ),
             (0, 0)
         );
         assert_eq!(l.report()[0].unverified_flows, 2);
         // Nothing of a whole flow arrived: all of it lost.
         let gone = flow(3, 7, 5.0);
-        let here = Here {
-            received: &none,
-            uptime_secs: 500.0,
-            evicted_secs_ago: None,
-        };
         assert_eq!(
-            l.account(PEER.into(), "m", &sent(vec![gone]), &here, 2.0),
+            l.account(PEER.into(), "m", &sent(vec![gone]), &here(&me, &none), 2.0),
             (7, 7)
         );
     }
@@ -505,5 +531,25 @@ mod tests {
         assert_eq!(to_b.flows.len(), 1);
         assert_eq!(to_b.flows[0].inner_sport, 1);
         assert!(offered(&all, Some([192, 0, 2, 9].into())).flows.is_empty());
+    }
+
+    #[test]
+    fn what_went_to_another_node_is_not_compared() {
+        let mut l = Ledger::default();
+        let mut elsewhere = flow(1, 100, 20.0);
+        elsewhere.outer_dst = [192, 0, 2, 3].into();
+        let none = HashMap::new();
+        let me = me();
+        assert_eq!(
+            l.account(
+                PEER.into(),
+                "m",
+                &sent(vec![elsewhere]),
+                &here(&me, &none),
+                1.0
+            ),
+            (0, 0)
+        );
+        assert_eq!(l.report()[0].unverified_flows, 0);
     }
 }
