@@ -350,13 +350,17 @@ impl Exporter {
             m.inc(
                 &metrics::OVERLAY_LOSS_CHECKED,
                 &labels,
-                l.checked - done.0.min(l.checked),
+                l.checked.saturating_sub(done.0),
             );
-            m.inc(&metrics::OVERLAY_LOST, &labels, l.lost - done.1.min(l.lost));
+            m.inc(
+                &metrics::OVERLAY_LOST,
+                &labels,
+                l.lost.saturating_sub(done.1),
+            );
             m.inc(
                 &metrics::OVERLAY_LOSS_UNVERIFIED,
                 &labels,
-                l.unverified_flows - done.2.min(l.unverified_flows),
+                l.unverified_flows.saturating_sub(done.2),
             );
             *done = (l.checked, l.lost, l.unverified_flows);
         }
@@ -446,7 +450,6 @@ impl Exporter {
     }
 }
 
-/// 1 for each of `peers` a finding of `kind` names, 0 for the others.
 /// This node as its peers' findings and the loss metrics name it.
 fn this_node(inv: &Inventory) -> String {
     match &inv.swarm {
@@ -458,6 +461,7 @@ fn this_node(inv: &Inventory) -> String {
     }
 }
 
+/// 1 for each of `peers` a finding of `kind` names, 0 for the others.
 fn finding_gauge(
     health: &OverlayHealth,
     kind: HealthKind,
