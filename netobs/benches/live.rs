@@ -216,6 +216,9 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
             Some(Process::spawn(c).expect("netobs"))
         }
     };
+    if netobs_mode.is_some() {
+        wait_attached(ns);
+    }
     std::thread::sleep(WARMUP);
     if netobs_mode == Some("tc") {
         baseline = Some(Baseline::attach(ns, dev, false));
@@ -408,6 +411,22 @@ fn main() {
     );
 }
 
+/// Until the agent answers on its API, which it serves only once its
+/// programs are attached. A fixed wait was not enough: on a slow hour the
+/// verifier alone took longer, and the packets before the attach were
+/// counted as missed (tens of thousands of a TCP run, in both modes).
+fn wait_attached(ns: &Netns) {
+    let api = "127.0.0.1:9477".parse().expect("address");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while netobs_tests::traffic::http_get(ns, api, "/api/v1/summary").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not come up in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 const IDLE_SECONDS: u64 = 10;
 const WARMUP: Duration = Duration::from_millis(1500);
 
@@ -419,6 +438,7 @@ fn agent_idle(lab: &TwoHostLab) -> f64 {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let p = Process::spawn(c).expect("netobs");
+    wait_attached(ns);
     std::thread::sleep(WARMUP);
     let pid = p.pid().expect("agent pid");
     let t0 = ticks(pid);
