@@ -3,24 +3,19 @@
 //! metrics), its memory, and the size and time of a /metrics scrape.
 //!
 //! Run by `cargo xtask bench`; writes `$NETOBS_BENCH_DIR/scale.json`.
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::Instant;
 
 use netobs::{
     datapath::{names, testrun::RunPacket, Datapath, Options},
-    export::exporter::{Exporter, LastRequests},
-    export::{
-        alerts::{Alerts, Policy},
-        metrics::Metrics,
-    },
     inventory::Inventory,
-    poll::Poller,
 };
 use netobs_common::Direction;
 use netobs_tests::packets::{self, Net};
 use serde_json::json;
+
+#[path = "support/agent.rs"]
+mod agent;
+use agent::Agent;
 
 /// Inner IPv4 source and UDP source port of `packets::vxlan(udp(...))`.
 const INNER_SRC: usize = 14 + 20 + 8 + 8 + 14 + 12;
@@ -123,24 +118,13 @@ fn main() {
         // first read sees every flow grow, the second is the steady state.
         let _ = std::fs::write("/proc/self/clear_refs", "5");
         let rss_before = rss_kib("VmRSS:") as f64 / 1024.0;
-        let inv = Arc::new(Inventory::default());
-        let ifaces = [(1, "lo".to_owned(), 1)];
-        let mut poller = Poller::new(10_000);
-        let mut exporter = Exporter::new(
-            Metrics::new(10_000).expect("registry"),
-            Alerts::new(Policy::default()),
-            Duration::from_secs(300),
-            Default::default(),
-        );
+        let mut agent = Agent::new(Inventory::default());
         let t = Instant::now();
-        let last = LastRequests::default();
-        let mut first = poller.poll(&dp, &ifaces, &inv).expect("first read");
-        exporter.export(&mut first, &ifaces, &inv, &last, &Default::default());
+        let first = agent.read(&dp);
         let agent_ms = ms(t);
         drop(first);
         let t = Instant::now();
-        let mut read = poller.poll(&dp, &ifaces, &inv).expect("second read");
-        exporter.export(&mut read, &ifaces, &inv, &last, &Default::default());
+        let read = agent.read(&dp);
         let steady_ms = ms(t);
         let snap = read.snapshot;
         let evicted = snap.health.flow_evictions;
@@ -148,10 +132,10 @@ fn main() {
         // Flows still in a cache slot whose table entry was evicted are
         // read too.
         assert!(snap.totals.flows >= read_batched_n);
-        assert_eq!(poller.tracked_flows(), snap.totals.flows);
+        assert_eq!(agent.poller.tracked_flows(), snap.totals.flows);
         let stats = dp.stats().expect("stats");
         let reinserted = stats[netobs_common::Stat::FlowsReinserted as usize];
-        let m = exporter.metrics();
+        let m = agent.exporter.metrics();
         let t = Instant::now();
         let text = m.render();
         let render = ms(t);
@@ -180,7 +164,7 @@ fn main() {
             "map_bytes": memory,
         }));
         drop(snap);
-        drop(poller);
+        drop(agent);
     }
     let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());
     let _ = std::fs::create_dir_all(&dir);

@@ -6,21 +6,19 @@
 //! both directions: the most any one agent exports for that swarm.
 //!
 //! Run by `cargo xtask bench`; writes `$NETOBS_BENCH_DIR/series.json`.
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use netobs::{
     datapath::{testrun::RunPacket, Datapath, Options},
-    export::exporter::{Exporter, LastRequests},
-    export::{
-        alerts::{Alerts, Policy},
-        metrics::Metrics,
-    },
     inventory::{Endpoint, EndpointKind, Inventory, Network, Node, SwarmState},
-    poll::Poller,
 };
 use netobs_common::Direction;
 use netobs_tests::packets::{self, Net};
 use serde_json::json;
+
+#[path = "support/agent.rs"]
+mod agent;
+use agent::Agent;
 
 const NODES: u8 = 5;
 const NETWORKS: u8 = 5;
@@ -176,21 +174,11 @@ fn main() {
         }
     }
 
-    let inv = Arc::new(inventory());
-    let ifaces = [(1, "lo".to_owned(), 1)];
-    let mut poller = Poller::new(10_000);
-    let mut exporter = Exporter::new(
-        Metrics::new(10_000).expect("registry"),
-        Alerts::new(Policy::default()),
-        Duration::from_secs(300),
-        Default::default(),
-    );
-    let last = LastRequests::default();
+    let mut agent = Agent::new(inventory());
     for _ in 0..2 {
-        let mut read = poller.poll(&dp, &ifaces, &inv).expect("read");
-        exporter.export(&mut read, &ifaces, &inv, &last, &Default::default());
+        agent.read(&dp);
     }
-    let text = exporter.metrics().render();
+    let text = agent.exporter.metrics().render();
     let mut by_family: BTreeMap<String, u64> = BTreeMap::new();
     for line in text
         .lines()
