@@ -6,7 +6,7 @@ use aya_ebpf::{
     Global,
 };
 use netobs_common::{
-    CacheSlot, ChecksumKey, Config, Counter, DropKey, FlowKey, FlowStats, GossipKey, MatcherEntry,
+    CacheSlot, ChecksumKey, Config, Counter, DropKey, FlowKey, FlowStats, GossipKey, Matcher,
     RateLimit, COUNTER_SLOTS, DEFAULT_FLOW_CACHE_SLOTS, MAX_CHECKSUM_KEYS, MAX_DROP_KEYS,
     MAX_GOSSIP_PEERS, MAX_IFINDEX, PAYLOAD_SCAN_LEN, STAT_COUNT,
 };
@@ -69,9 +69,18 @@ pub static DROPS: HashMap<DropKey, u64> = HashMap::with_max_entries(MAX_DROP_KEY
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Pattern automaton, see `netobs_common::MatcherEntry`.
-#[map]
-pub static MATCHER: Array<MatcherEntry> = Array::with_max_entries(1, 0);
+/// The user patterns (see `netobs_common::Matcher`), written by the agent
+/// before load into the read-only data, like `CONFIG`: the verifier knows
+/// how many words are in use and drops the code for the others.
+#[unsafe(no_mangle)]
+pub static PATTERNS: Global<Matcher> = Global::new(Matcher::new());
+
+/// The matcher record; read its fields with `read_volatile` (the compiler
+/// sees only the compile-time zeros).
+#[inline(always)]
+pub fn patterns() -> *const Matcher {
+    &PATTERNS as *const Global<Matcher> as *const Matcher
+}
 
 #[repr(C)]
 pub struct Scratch {

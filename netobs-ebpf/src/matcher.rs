@@ -1,24 +1,62 @@
-//! Pattern search in payload bytes: one table lookup per byte through an
-//! Aho-Corasick automaton the agent compiles, so the cost does not grow with
-//! the number or length of patterns.
-use netobs_common::PAYLOAD_SCAN_LEN;
+//! Pattern search in payload bytes: Shift-And over the patterns packed into
+//! 64-bit words (`netobs_common::Matcher`). The Aho-Corasick automaton it
+//! replaced looked up its next state with the state it was in, so each
+//! payload byte waited for the load of the last one (about 3 ns a byte,
+//! whatever the instructions: making the lookup half as many instructions
+//! changed nothing); here a byte's masks are loaded by the byte alone, and
+//! what carries over is a shift, an or and an and.
+use core::ptr::read_volatile;
 
-use crate::maps::MATCHER;
+use netobs_common::{MATCHER_WORDS, MAX_PATTERNS, PAYLOAD_SCAN_LEN};
+
+use crate::maps::patterns;
 
 /// Bit mask of the patterns found in the first `n` bytes of `buf`.
+///
+/// The words not in use are tested per byte rather than given a loop of
+/// their own per word count: with one loop per count, the benchmark's
+/// one-word case measured 15-33 ns slower.
 #[inline(always)]
 pub fn scan(buf: &[u8; PAYLOAD_SCAN_LEN], n: usize) -> u32 {
-    let mut state: u32 = 0;
-    let mut found: u32 = 0;
-    for (i, &b) in buf.iter().enumerate() {
+    let m = patterns();
+    // SAFETY (every read below): the loader initialised the record in the
+    // read-only data; indexes are a byte and constants.
+    let words = unsafe { read_volatile(&raw const (*m).words) } as usize;
+    let mut starts = [0u64; MATCHER_WORDS];
+    let mut ends = [0u64; MATCHER_WORDS];
+    for w in 0..MATCHER_WORDS {
+        if w < words {
+            unsafe {
+                starts[w] = read_volatile(&raw const (*m).starts[w]);
+                ends[w] = read_volatile(&raw const (*m).ends[w]);
+            }
+        }
+    }
+    let mut d = [0u64; MATCHER_WORDS];
+    let mut seen = [0u64; MATCHER_WORDS];
+    for (i, &c) in buf.iter().enumerate() {
         if i >= n {
             break;
         }
-        let Some(&entry) = MATCHER.get(state * 256 + b as u32) else {
-            break;
+        for w in 0..MATCHER_WORDS {
+            if w < words {
+                let mask = unsafe { read_volatile(&raw const (*m).masks[c as usize][w]) };
+                d[w] = ((d[w] << 1) | starts[w]) & mask;
+                seen[w] |= d[w] & ends[w];
+            }
+        }
+    }
+    let mut found = 0;
+    for (p, bit) in (0..MAX_PATTERNS).zip(0u32..) {
+        let (end, word) = unsafe {
+            (
+                read_volatile(&raw const (*m).pattern_end[p]),
+                read_volatile(&raw const (*m).pattern_word[p]) as usize,
+            )
         };
-        found |= entry >> 16;
-        state = entry & 0xffff;
+        if seen[word % MATCHER_WORDS] & end != 0 {
+            found |= 1 << bit;
+        }
     }
     found
 }

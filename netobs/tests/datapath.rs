@@ -484,6 +484,54 @@ fn patterns_are_found_in_plaintext_payloads() {
     assert_eq!(f.pattern_hits.get("zzz"), None);
 }
 
+/// The fullest set the agent takes (eight patterns of up to 32 bytes: four
+/// words in the kernel's matcher), each pattern counted exactly: alone,
+/// four in one 128-byte payload, cut one byte short, and cut by the
+/// 128-byte limit.
+#[test]
+fn the_fullest_pattern_set_is_counted_exactly() {
+    require_root!();
+    let lens = [32, 32, 31, 30, 29, 28, 27, 26];
+    let patterns: Vec<Vec<u8>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let mut p = format!("secret-{i}-").into_bytes();
+            p.resize(len, b'a' + i as u8);
+            p
+        })
+        .collect();
+    let mut h = Harness::new(Options {
+        patterns: patterns.clone(),
+        ..Options::default()
+    });
+    // Each alone.
+    for p in &patterns {
+        h.classify(&http_in_vxlan(9, p));
+    }
+    // The first four back to back: 125 bytes.
+    h.classify(&http_in_vxlan(9, &patterns[..4].concat()));
+    // Each one byte short: nothing.
+    for p in &patterns {
+        h.classify(&http_in_vxlan(9, &p[..p.len() - 1]));
+    }
+    // The last one across the 128th byte: not searched there.
+    let mut late = vec![b'.'; 128 - 10];
+    late.extend_from_slice(&patterns[7]);
+    h.classify(&http_in_vxlan(9, &late));
+    let f = h
+        .flows()
+        .into_iter()
+        .find(|f| f.vni == Some(9))
+        .expect("vxlan flow");
+    for (i, p) in patterns.iter().enumerate() {
+        let name = String::from_utf8_lossy(p).into_owned();
+        // Each packet runs through TC and through XDP.
+        let want = if i < 4 { 4 } else { 2 };
+        assert_eq!(f.pattern_hits.get(&name), Some(&want), "{name}");
+    }
+}
+
 #[test]
 fn gso_super_packets_count_their_segments() {
     require_root!();

@@ -21,9 +21,9 @@ pub const MAX_PATTERN_LEN: usize = 32;
 /// Patterns and HTTP are looked for in this many bytes at the start of an
 /// inner TCP/UDP payload; a bound keeps the per-packet cost fixed.
 pub const PAYLOAD_SCAN_LEN: usize = 128;
-/// Most Aho-Corasick states a pattern set can need (one per pattern byte,
-/// plus the root).
-pub const MAX_MATCHER_STATES: usize = MAX_PATTERNS * MAX_PATTERN_LEN + 1;
+/// 64-bit words the patterns are packed into (see `Matcher`): any two
+/// patterns of at most 32 bytes share a word, so 8 need at most 4.
+pub const MATCHER_WORDS: usize = 4;
 
 /// Bytes of an HTTP request line carried in an event, cut before any query.
 pub const SNIPPET_LEN: usize = 64;
@@ -279,12 +279,53 @@ impl Default for Config {
     }
 }
 
-/// One transition of the pattern matcher (an Aho-Corasick automaton compiled
-/// to a full table by the agent): next state in the low 16 bits, bit mask of
-/// the patterns that end in that state in the high 16 bits. Indexed by
-/// `state * 256 + byte`.
-pub type MatcherEntry = u32;
-pub const MATCHER_ENTRIES: usize = MAX_MATCHER_STATES * 256;
+/// The user patterns as the kernel searches them: Shift-And (Baeza-Yates
+/// and Gonnet's bit-parallel matcher) over the patterns packed into 64-bit
+/// words, a bit per pattern byte, no pattern across two words. For each
+/// payload byte `c` and word `w`: `d = ((d << 1) | starts) & masks[c]`,
+/// then a pattern ends where `d` has its last bit. Unlike an automaton's
+/// next state, `masks[c]` does not depend on the bytes before, so the only
+/// chain from one byte to the next is a shift, an or and an and. Built by
+/// the agent (`datapath/matcher.rs`), written into the kernel's read-only
+/// data at load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Matcher {
+    /// Bit `j` of `masks[c][w]`: the pattern byte at bit `j` of word `w`
+    /// is `c`.
+    pub masks: [[u64; MATCHER_WORDS]; 256],
+    /// Each pattern's first bit, by word.
+    pub starts: [u64; MATCHER_WORDS],
+    /// Each pattern's last bit, by word.
+    pub ends: [u64; MATCHER_WORDS],
+    /// Pattern `i`'s last bit in its word (0: no such pattern).
+    pub pattern_end: [u64; MAX_PATTERNS],
+    /// Pattern `i`'s word.
+    pub pattern_word: [u32; MAX_PATTERNS],
+    /// Words in use (0 without patterns).
+    pub words: u32,
+    pub _pad: u32,
+}
+
+impl Matcher {
+    pub const fn new() -> Matcher {
+        Matcher {
+            masks: [[0; MATCHER_WORDS]; 256],
+            starts: [0; MATCHER_WORDS],
+            ends: [0; MATCHER_WORDS],
+            pattern_end: [0; MAX_PATTERNS],
+            pattern_word: [0; MAX_PATTERNS],
+            words: 0,
+            _pad: 0,
+        }
+    }
+}
+
+impl Default for Matcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Address family values used in keys.
 pub const FAMILY_NONE: u8 = 0;
@@ -583,7 +624,7 @@ const _: () = assert!(size_of::<Event>() == 8 + 88 + 8 + SNIPPET_LEN);
 const _: () = assert!(size_of::<CacheSlot>() == 8 + 88 + 136);
 const _: () = assert!(core::mem::offset_of!(CacheSlot, stats) % 8 == 0);
 const _: () = assert!(DEFAULT_FLOW_CACHE_SLOTS.is_power_of_two());
-const _: () = assert!(MAX_MATCHER_STATES <= 0xffff);
+const _: () = assert!(MAX_PATTERN_LEN <= 32 && MAX_PATTERNS <= 2 * MATCHER_WORDS);
 const _: () = assert!(MAX_PATTERNS <= 16);
 
 #[cfg(feature = "user")]
@@ -606,6 +647,7 @@ mod user {
     // the compiler could fill (explicit `_pad` fields).
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Matcher {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl aya::Pod for Event {}

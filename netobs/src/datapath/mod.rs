@@ -59,12 +59,13 @@ pub mod names {
     pub const FLOW_CACHE: &str = "FLOW_CACHE";
     pub const CACHE_CTL: &str = "CACHE_CTL";
     pub const EVENTS: &str = "EVENTS";
-    pub const MATCHER: &str = "MATCHER";
+    /// The user patterns, in the read-only data.
+    pub const PATTERNS: &str = "PATTERNS";
     pub const SCRATCH: &str = "SCRATCH";
     pub const RATE: &str = "RATE";
     pub const CLOCK: &str = "CLOCK";
     /// Every map of the object (the benchmarks add up their memory).
-    pub const ALL_MAPS: [&str; 15] = [
+    pub const ALL_MAPS: [&str; 14] = [
         COUNTERS,
         GOSSIP,
         DROPS,
@@ -75,7 +76,6 @@ pub mod names {
         FLOW_CACHE,
         CACHE_CTL,
         EVENTS,
-        MATCHER,
         SCRATCH,
         RATE,
         CLOCK,
@@ -268,7 +268,7 @@ impl Datapath {
             return Err(DatapathError::NoObject);
         }
         let cfg = opts.config()?;
-        let table = matcher::compile(&opts.patterns)?;
+        let patterns = matcher::compile(&opts.patterns)?;
         // Replay has no kernel drops to trace.
         let drop_layout = if opts.replay {
             Err("not traced in replay".to_owned())
@@ -282,11 +282,13 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::CONFIG, &cfg, true)
+            // Not required: the benchmarks load builds that had an automaton
+            // in a map instead (they then find no pattern).
+            .override_global(names::PATTERNS, &patterns, false)
             // Not required: the benchmarks load older objects without it.
             .override_global(names::DROP_CONFIG, &drop_cfg, false)
             .map_max_entries(names::FLOWS, opts.flow_table_size)
-            .map_max_entries(names::FLOW_CACHE, opts.flow_cache_slots + 1)
-            .map_max_entries(names::MATCHER, table.len().max(1) as u32);
+            .map_max_entries(names::FLOW_CACHE, opts.flow_cache_slots + 1);
         let pins = match &opts.pin {
             Some(dir) => pin::paths(dir)?,
             None => Vec::new(),
@@ -302,16 +304,6 @@ impl Datapath {
             },
             None => DatapathError::Load(e),
         })?;
-        if !table.is_empty() {
-            let mut map: Array<_, u32> = map_mut(&mut ebpf, names::MATCHER)?;
-            for (i, entry) in table.iter().enumerate() {
-                map.set(i as u32, entry, 0)
-                    .map_err(|source| DatapathError::Map {
-                        name: names::MATCHER,
-                        source,
-                    })?;
-            }
-        }
         // Before the programs load: they reference the log map.
         let kernel_log = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let mut dp = Datapath {
