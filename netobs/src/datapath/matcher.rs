@@ -193,20 +193,9 @@ mod tests {
         assert_eq!(m.words as usize, MATCHER_WORDS);
         let payload = [b'h'; MAX_PATTERN_LEN];
         assert_eq!(scan(&m, &payload), 1 << 7);
-        // The benchmark's eight share one word (60 bytes in all).
-        let bench: Vec<Vec<u8>> = [
-            "password",
-            "token=",
-            "Authorization",
-            "SELECT ",
-            "secret",
-            "BEGIN RSA",
-            "api_key",
-            "zzzz",
-        ]
-        .iter()
-        .map(|p| p.as_bytes().to_vec())
-        .collect();
-        assert_eq!(compile(&bench).expect("valid patterns").words, 1);
+        // Eight that fit 64 bits in all share one word (the benchmark's
+        // eight are 60 bytes).
+        let small: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'a' + i; 8]).collect();
+        assert_eq!(compile(&small).expect("valid patterns").words, 1);
     }
 }
