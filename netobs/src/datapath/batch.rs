@@ -66,7 +66,12 @@ pub fn for_each_per_key<K: Copy + Default + Send, V: Copy + Default + Send>(
         });
     }
     std::thread::scope(|s| {
-        let reader = s.spawn(move || read_all(fd, &empty, &full_tx));
+        // A thread the system refuses (limits) fails this read, as a failed
+        // lookup would; the next read tries again.
+        let reader = std::thread::Builder::new()
+            .name("netobs-read".into())
+            .spawn_scoped(s, move || read_all(fd, &empty, &full_tx))
+            .map_err(Error::Io)?;
         for b in full.iter() {
             visit(&b.keys[..b.n], &b.values[..b.n * per_key]);
             // The reader may be done and gone: then the batch is dropped.
