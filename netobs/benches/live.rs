@@ -416,7 +416,9 @@ fn main() {
 /// verifier alone took longer, and the packets before the attach were
 /// counted as missed (tens of thousands of a TCP run, in both modes).
 fn wait_attached(ns: &Netns) {
-    let api = "127.0.0.1:9477".parse().expect("address");
+    let api = netobs::agent::DEFAULT_METRICS_ADDR
+        .parse()
+        .expect("address");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while netobs_tests::traffic::http_get(ns, api, "/api/v1/summary").is_err() {
         assert!(
