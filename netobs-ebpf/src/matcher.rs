@@ -23,16 +23,14 @@ pub fn scan(buf: &[u8; PAYLOAD_SCAN_LEN], n: usize) -> u32 {
     // read-only data; indexes are a byte and constants.
     let words = unsafe { read_volatile(&raw const (*m).words) } as usize;
     let mut starts = [0u64; MATCHER_WORDS];
-    let mut ends = [0u64; MATCHER_WORDS];
     for w in 0..MATCHER_WORDS {
         if w < words {
-            unsafe {
-                starts[w] = read_volatile(&raw const (*m).starts[w]);
-                ends[w] = read_volatile(&raw const (*m).ends[w]);
-            }
+            starts[w] = unsafe { read_volatile(&raw const (*m).starts[w]) };
         }
     }
     let mut d = [0u64; MATCHER_WORDS];
+    // Every bit `d` ever had: a pattern occurred if its last bit is among
+    // them (checked once, after the walk).
     let mut seen = [0u64; MATCHER_WORDS];
     for (i, &c) in buf.iter().enumerate() {
         if i >= n {
@@ -42,7 +40,7 @@ pub fn scan(buf: &[u8; PAYLOAD_SCAN_LEN], n: usize) -> u32 {
             if w < words {
                 let mask = unsafe { read_volatile(&raw const (*m).masks[c as usize][w]) };
                 d[w] = ((d[w] << 1) | starts[w]) & mask;
-                seen[w] |= d[w] & ends[w];
+                seen[w] |= d[w];
             }
         }
     }

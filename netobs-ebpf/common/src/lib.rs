@@ -283,7 +283,7 @@ impl Default for Config {
 /// and Gonnet's bit-parallel matcher) over the patterns packed into 64-bit
 /// words, a bit per pattern byte, no pattern across two words. For each
 /// payload byte `c` and word `w`: `d = ((d << 1) | starts) & masks[c]`,
-/// then a pattern ends where `d` has its last bit. Unlike an automaton's
+/// and a pattern ends where `d` has its last bit (`pattern_end`). Unlike an automaton's
 /// next state, `masks[c]` does not depend on the bytes before, so the only
 /// chain from one byte to the next is a shift, an or and an and. Built by
 /// the agent (`datapath/matcher.rs`), written into the kernel's read-only
@@ -296,8 +296,6 @@ pub struct Matcher {
     pub masks: [[u64; MATCHER_WORDS]; 256],
     /// Each pattern's first bit, by word.
     pub starts: [u64; MATCHER_WORDS],
-    /// Each pattern's last bit, by word.
-    pub ends: [u64; MATCHER_WORDS],
     /// Pattern `i`'s last bit in its word (0: no such pattern).
     pub pattern_end: [u64; MAX_PATTERNS],
     /// Pattern `i`'s word.
@@ -312,7 +310,6 @@ impl Matcher {
         Matcher {
             masks: [[0; MATCHER_WORDS]; 256],
             starts: [0; MATCHER_WORDS],
-            ends: [0; MATCHER_WORDS],
             pattern_end: [0; MAX_PATTERNS],
             pattern_word: [0; MAX_PATTERNS],
             words: 0,

@@ -46,7 +46,6 @@ pub fn compile(patterns: &[Vec<u8>]) -> Result<Matcher, PatternError> {
         }
         let last = 1u64 << (first + p.len() - 1);
         m.starts[w] |= 1 << first;
-        m.ends[w] |= last;
         m.pattern_end[i] = last;
         m.pattern_word[i] = w as u32;
         used[w] += p.len();
@@ -64,7 +63,7 @@ pub fn scan(m: &Matcher, payload: &[u8]) -> u32 {
     for &c in payload.iter().take(PAYLOAD_SCAN_LEN) {
         for w in 0..words {
             d[w] = ((d[w] << 1) | m.starts[w]) & m.masks[c as usize][w];
-            seen[w] |= d[w] & m.ends[w];
+            seen[w] |= d[w];
         }
     }
     (0..MAX_PATTERNS)
