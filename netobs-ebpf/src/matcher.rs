@@ -23,9 +23,9 @@ pub fn scan(buf: &[u8; PAYLOAD_SCAN_LEN], n: usize) -> u32 {
     // read-only data; indexes are a byte and constants.
     let words = unsafe { read_volatile(&raw const (*m).words) } as usize;
     let mut starts = [0u64; MATCHER_WORDS];
-    for w in 0..MATCHER_WORDS {
+    for (w, start) in starts.iter_mut().enumerate() {
         if w < words {
-            starts[w] = unsafe { read_volatile(&raw const (*m).starts[w]) };
+            *start = unsafe { read_volatile(&raw const (*m).starts[w]) };
         }
     }
     let mut d = [0u64; MATCHER_WORDS];
