@@ -9,6 +9,7 @@
 
 mod checksum;
 mod drops;
+mod fast_parse;
 mod gossip;
 mod http;
 mod maps;

@@ -2,13 +2,14 @@
 //! inner ip -> tcp|udp, or ip -> esp. Each step returns the next offset, or
 //! `Err(class)` when the answer is already known (`Other` for traffic that is
 //! not overlay, `Malformed` for headers that are truncated or inconsistent).
+//! The common layout is taken first by `fast_parse`, at fixed offsets.
 use netobs_common::{
-    Class, Direction, FlowKey, ENCAP_FRAGMENT, ENCAP_UDP, ESP_IN_UDP_PORT, FAMILY_IPV4,
-    FAMILY_IPV6, GOSSIP_PORT, MAX_DATA_PATH_PORTS,
+    Class, Direction, FlowKey, CONFIG_FLAG_NO_FAST_PATH, ENCAP_FRAGMENT, ENCAP_UDP,
+    ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_IPV6, GOSSIP_PORT, MAX_DATA_PATH_PORTS,
 };
 
 use crate::{
-    gossip,
+    fast_parse, gossip,
     maps::{scratch_key, Cfg},
     mem,
     packet::{Hdr, Packet},
@@ -73,6 +74,11 @@ fn need<P: Packet, const N: usize>(pkt: &P, off: usize, end: usize) -> Step<Hdr>
 /// `direction` is a constant of each program, folded away.
 #[inline(always)]
 pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, direction: Direction, meta: &mut Meta) -> Class {
+    if cfg.flags() & CONFIG_FLAG_NO_FAST_PATH == 0 {
+        if let Some(class) = fast_parse::classify(pkt, cfg, meta) {
+            return class;
+        }
+    }
     match outer(pkt, cfg, direction, meta) {
         Ok(class) | Err(class) => class,
     }

@@ -23,7 +23,18 @@ fn ns(d: Duration) -> f64 {
     d.as_secs_f64() * 1e9
 }
 
-fn kinds() -> Vec<(&'static str, Vec<u8>, bool)> {
+/// Which load a row runs on.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    Plain,
+    /// 8 user patterns.
+    Patterns,
+    /// Without the fixed-offset parser (`fast_parse`): the general
+    /// parser's cost, beside the fast path's in the same run.
+    General,
+}
+
+fn kinds() -> Vec<(&'static str, Vec<u8>, Load)> {
     let http = packets::tcp(
         &Net::containers(),
         40000,
@@ -37,22 +48,27 @@ fn kinds() -> Vec<(&'static str, Vec<u8>, bool)> {
         (
             "plain TCP (not overlay)",
             packets::tcp(&Net::nodes(), 40000, 443, &[0x17; 100]),
-            false,
+            Load::Plain,
         ),
         (
             "VXLAN, inner TCP",
             packets::vxlan(&Net::nodes(), 4789, 4097, &tcp),
-            false,
+            Load::Plain,
+        ),
+        (
+            "VXLAN, inner TCP, general parser",
+            packets::vxlan(&Net::nodes(), 4789, 4097, &tcp),
+            Load::General,
         ),
         (
             "VXLAN, inner HTTP request",
             packets::vxlan(&Net::nodes(), 4789, 4097, &http),
-            false,
+            Load::Plain,
         ),
         (
             "VXLAN, HTTP + 8 patterns",
             packets::vxlan(&Net::nodes(), 4789, 4097, &http),
-            true,
+            Load::Patterns,
         ),
         // The doctor's kernel checks: a SYN's inner checksum is summed on
         // ingress; gossip is counted per peer in a hash map.
@@ -64,15 +80,15 @@ fn kinds() -> Vec<(&'static str, Vec<u8>, bool)> {
                 4097,
                 &packets::tcp_syn(&Net::containers(), 40000, 80),
             ),
-            false,
+            Load::Plain,
         ),
         (
             "UDP gossip 7946 (not overlay)",
             packets::udp(&Net::nodes(), 7946, 7946, &[0x42; 60]),
-            false,
+            Load::Plain,
         ),
-        ("ESP", packets::esp(&Net::nodes(), 0xc0ffee, 1), false),
-        ("malformed", malformed, false),
+        ("ESP", packets::esp(&Net::nodes(), 0xc0ffee, 1), Load::Plain),
+        ("malformed", malformed, Load::Plain),
     ]
 }
 
@@ -109,10 +125,16 @@ fn main() {
         new_flow_events: false,
         ..plain
     };
+    let general = Options {
+        fast_path: false,
+        ..no_events.clone()
+    };
     let mut dp = Datapath::load(&no_events).expect("loading the datapath (root needed)");
     let mut dp_patterns = Datapath::load(&patterns).expect("loading the datapath");
+    let mut dp_general = Datapath::load(&general).expect("loading the datapath");
     dp.register_interface(1).expect("lo");
     dp_patterns.register_interface(1).expect("lo");
+    dp_general.register_interface(1).expect("lo");
     // NETOBS_BENCH_AB=path/to/other.bpf.o: another build of the kernel
     // programs (same records), run alternated with this one and reported
     // beside it: a change's effect, without the drift between two runs.
@@ -135,9 +157,11 @@ fn main() {
         let object = unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, *len) };
         let mut a = Datapath::load_object(&no_events, object).expect("loading NETOBS_BENCH_AB");
         let mut b = Datapath::load_object(&patterns, object).expect("loading NETOBS_BENCH_AB");
+        let mut c = Datapath::load_object(&general, object).expect("loading NETOBS_BENCH_AB");
         a.register_interface(1).expect("lo");
         b.register_interface(1).expect("lo");
-        (a, b)
+        c.register_interface(1).expect("lo");
+        (a, b, c)
     });
 
     // `cargo bench --bench datapath -- WORD` measures only the packets
@@ -155,14 +179,14 @@ fn main() {
         println!("| packet | hook | netobs ns/pkt | empty ns/pkt | overhead ns |");
         println!("|---|---|---:|---:|---:|");
     }
-    for (name, pkt, with_patterns) in kinds() {
+    for (name, pkt, load) in kinds() {
         if only.as_ref().is_some_and(|w| !name.contains(w.as_str())) {
             continue;
         }
-        let d = if with_patterns {
-            &mut dp_patterns
-        } else {
-            &mut dp
+        let d = match load {
+            Load::Plain => &mut dp,
+            Load::Patterns => &mut dp_patterns,
+            Load::General => &mut dp_general,
         };
         let run = RunPacket::new(&pkt);
         let time = |d: &mut Datapath, xdp: bool| {
@@ -183,8 +207,15 @@ fn main() {
                 full.push(f);
                 empty.push(e);
                 diff.push(f - e);
-                if let Some((a, b)) = ab.as_mut() {
-                    let other = time(if with_patterns { b } else { a }, xdp);
+                if let Some((a, b, c)) = ab.as_mut() {
+                    let other = time(
+                        match load {
+                            Load::Plain => a,
+                            Load::Patterns => b,
+                            Load::General => c,
+                        },
+                        xdp,
+                    );
                     ab_diff.push(other - e);
                     // Paired with the run just before it: drift cancels.
                     paired.push(other - f);

@@ -254,6 +254,9 @@ pub const CONFIG_FLAG_REPLAY: u8 = 1 << 2;
 /// HTTP events keep the query string (`--capture-paths full`); without it
 /// the request line is cut at `?` or `#` in the kernel.
 pub const CONFIG_FLAG_FULL_PATHS: u8 = 1 << 3;
+/// Every packet through the general parser, none through the fixed-offset
+/// one for the common layout: only to compare the two (tests, bench).
+pub const CONFIG_FLAG_NO_FAST_PATH: u8 = 1 << 4;
 
 pub const REPLAY_CB_LEN: usize = 0;
 pub const REPLAY_CB_TS_LO: usize = 1;

@@ -22,8 +22,8 @@ use aya::{
 };
 use netobs_common::{
     Config, CONFIG_FLAG_FULL_PATHS, CONFIG_FLAG_HTTP_EVENTS, CONFIG_FLAG_NEW_FLOW_EVENTS,
-    CONFIG_FLAG_REPLAY, DEFAULT_DATA_PATH_PORT, DEFAULT_FLOW_CACHE_SLOTS, MAX_DATA_PATH_PORTS,
-    MAX_IFACES, MAX_IFINDEX,
+    CONFIG_FLAG_NO_FAST_PATH, CONFIG_FLAG_REPLAY, DEFAULT_DATA_PATH_PORT, DEFAULT_FLOW_CACHE_SLOTS,
+    MAX_DATA_PATH_PORTS, MAX_IFACES, MAX_IFINDEX,
 };
 
 /// The kernel object, built by `cargo xtask build` (see build.rs).
@@ -171,6 +171,9 @@ pub struct Options {
     pub tc_api: attach::TcApi,
     /// Load for `replay`: packets come from BPF_PROG_TEST_RUN.
     pub replay: bool,
+    /// The fixed-offset parser for the common layout in front of the
+    /// general one; off only to compare the two (tests, bench).
+    pub fast_path: bool,
 }
 
 impl Default for Options {
@@ -188,6 +191,7 @@ impl Default for Options {
             pin: None,
             tc_api: attach::TcApi::Auto,
             replay: false,
+            fast_path: true,
         }
     }
 }
@@ -224,6 +228,9 @@ impl Options {
         }
         if self.full_paths {
             cfg.flags |= CONFIG_FLAG_FULL_PATHS;
+        }
+        if !self.fast_path {
+            cfg.flags |= CONFIG_FLAG_NO_FAST_PATH;
         }
         cfg.events_per_sec = self.events_per_sec;
         cfg.events_burst = self.events_burst;

@@ -1,0 +1,165 @@
+//! The common overlay packet, parsed at fixed offsets after one bounds
+//! check: VXLAN over IPv4 without options or VLAN tags, carrying IPv4
+//! without options and TCP or UDP; and ESP straight over such IPv4.
+//!
+//! The general parser (`parse`) checks every header against the packet on
+//! its own, because a header's offset depends on the ones before it (IP
+//! options, tags, IPv6 extension headers), and the verifier forgets a
+//! checked range once an offset is variable. For the one layout almost all
+//! overlay traffic has, every offset is a constant: one check covers all of
+//! them and each field is a single load.
+//!
+//! This parser only takes packets for which the general one gives the same
+//! answer: whatever it does not recognise completely (a fragment, a length
+//! that is not exactly what the headers add up to, an option, a tag, an
+//! inner protocol other than TCP and UDP, a header that does not fit the
+//! first `VXLAN_LEN` linear bytes) goes to the general parser, which
+//! decides. The fuzz test checks the two agree on mutated packets
+//! (`fast_and_general_parsers_agree`).
+use netobs_common::{Class, FlowKey, FAMILY_IPV4};
+
+use crate::{
+    maps::{scratch_key, Cfg},
+    mem,
+    packet::{Hdr, Packet},
+    parse::{is_data_path_port, Meta},
+};
+
+/// Outer Ethernet, IPv4, UDP, VXLAN; inner Ethernet, IPv4 and the 20 bytes
+/// of a TCP header without options (a UDP header is in them too).
+const VXLAN_LEN: usize = 14 + 20 + 8 + 8 + 14 + 20 + 20;
+/// Outer Ethernet, IPv4, ESP's SPI and sequence number.
+const ESP_LEN: usize = 14 + 20 + 8;
+
+/// Ethertype IPv4.
+const ETH_IP: u16 = 0x0800;
+/// Version 4, header length 5 words.
+const IPV4_NO_OPTIONS: u8 = 0x45;
+/// More-fragments and the fragment offset: zero in a whole datagram.
+const FRAGMENT_BITS: u16 = 0x3fff;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ESP: u8 = 50;
+
+// Offsets in the frame.
+const OUTER_IP: usize = 14;
+const OUTER_UDP: usize = OUTER_IP + 20;
+const VXLAN: usize = OUTER_UDP + 8;
+const INNER_ETH: usize = VXLAN + 8;
+const INNER_IP: usize = INNER_ETH + 14;
+const INNER_L4: usize = INNER_IP + 20;
+
+/// `Some(class)` when the packet has the common layout (the key in
+/// `maps::scratch_key` and `meta` then filled as the general parser fills
+/// them); `None` leaves both untouched for the general parser.
+#[inline(always)]
+pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, meta: &mut Meta) -> Option<Class> {
+    let h = pkt.at::<ESP_LEN>(0)?;
+    match h.u8(OUTER_IP + 9) {
+        IPPROTO_UDP => vxlan(pkt.at::<VXLAN_LEN>(0)?, pkt.len(), cfg, meta),
+        IPPROTO_ESP => esp(h, pkt.len(), meta),
+        _ => None,
+    }
+}
+
+/// The outer IPv4 header's length checks; `proto` is what it must carry.
+#[inline(always)]
+fn outer_ipv4(h: Hdr, len: usize, proto: u8) -> Option<usize> {
+    if h.be16(12) != ETH_IP
+        || h.u8(OUTER_IP) != IPV4_NO_OPTIONS
+        || h.u8(OUTER_IP + 9) != proto
+        || h.be16(OUTER_IP + 6) & FRAGMENT_BITS != 0
+    {
+        return None;
+    }
+    // Exactly the frame: no Ethernet padding or trailer, no BIG TCP's 0.
+    let total = h.be16(OUTER_IP + 2) as usize;
+    (OUTER_IP + total == len).then_some(total)
+}
+
+#[inline(always)]
+fn vxlan(h: Hdr, len: usize, cfg: &Cfg, meta: &mut Meta) -> Option<Class> {
+    let total = outer_ipv4(h, len, IPPROTO_UDP)?;
+    if !is_data_path_port(cfg, h.be16(OUTER_UDP + 2))
+        || h.be16(OUTER_UDP + 4) as usize != total - 20
+        || h.u8(VXLAN) & 0x08 == 0
+        || h.be16(INNER_ETH + 12) != ETH_IP
+        || h.u8(INNER_IP) != IPV4_NO_OPTIONS
+        || h.be16(INNER_IP + 6) & FRAGMENT_BITS != 0
+    {
+        return None;
+    }
+    let inner_total = h.be16(INNER_IP + 2) as usize;
+    let proto = h.u8(INNER_IP + 9);
+    // The transport header must lie within the inner datagram, which must
+    // lie within the frame (padding after it is allowed, as in general).
+    let inner_end = INNER_IP + inner_total;
+    if inner_end > len {
+        return None;
+    }
+    let (payload_off, tcp) = match proto {
+        IPPROTO_TCP => {
+            let doff = ((h.u8(INNER_L4 + 12) >> 4) as usize) * 4;
+            if inner_end < INNER_L4 + 20 || doff < 20 || INNER_L4 + doff > inner_end {
+                return None;
+            }
+            (INNER_L4 + doff, true)
+        }
+        IPPROTO_UDP => {
+            if inner_end < INNER_L4 + 8 {
+                return None;
+            }
+            (INNER_L4 + 8, false)
+        }
+        _ => return None,
+    };
+    let key = fresh_key()?;
+    key.outer_family = FAMILY_IPV4;
+    h.copy_words::<1>(OUTER_IP + 12, &mut key.outer_src);
+    h.copy_words::<1>(OUTER_IP + 16, &mut key.outer_dst);
+    key.class = Class::Vxlan as u8;
+    key.vni_or_spi = h.be32(VXLAN + 4) >> 8;
+    key.inner_family = FAMILY_IPV4;
+    h.copy_words::<1>(INNER_IP + 12, &mut key.inner_src);
+    h.copy_words::<1>(INNER_IP + 16, &mut key.inner_dst);
+    key.inner_proto = proto;
+    key.inner_sport = h.be16(INNER_L4);
+    key.inner_dport = h.be16(INNER_L4 + 2);
+    if tcp {
+        meta.inner_tcp = true;
+        meta.tcp_off = INNER_L4;
+        meta.tcp_flags = h.u8(INNER_L4 + 13);
+    }
+    meta.payload_off = payload_off;
+    meta.payload_len = inner_end - payload_off;
+    Some(Class::Vxlan)
+}
+
+#[inline(always)]
+fn esp(h: Hdr, len: usize, meta: &mut Meta) -> Option<Class> {
+    outer_ipv4(h, len, IPPROTO_ESP)?;
+    let spi = h.be32(OUTER_UDP);
+    // SPI 0 is malformed: the general parser says so.
+    if spi == 0 {
+        return None;
+    }
+    let key = fresh_key()?;
+    key.outer_family = FAMILY_IPV4;
+    h.copy_words::<1>(OUTER_IP + 12, &mut key.outer_src);
+    h.copy_words::<1>(OUTER_IP + 16, &mut key.outer_dst);
+    key.class = Class::Esp as u8;
+    key.vni_or_spi = spi;
+    meta.esp_seq = h.be32(OUTER_UDP + 4);
+    Some(Class::Esp)
+}
+
+/// The scratch key, zeroed.
+#[inline(always)]
+fn fresh_key() -> Option<&'static mut FlowKey> {
+    let key = scratch_key()?;
+    // SAFETY: zeroed, a FlowKey is valid (plain integers).
+    unsafe {
+        mem::zero64(key.as_mut_ptr());
+        Some(key.assume_init_mut())
+    }
+}
