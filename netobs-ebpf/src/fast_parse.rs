@@ -1,6 +1,8 @@
 //! The common overlay packet, parsed at fixed offsets after one bounds
 //! check: VXLAN over IPv4 without options or VLAN tags, carrying IPv4
-//! without options and TCP or UDP; and ESP straight over such IPv4.
+//! without options and TCP or UDP; and ESP straight over such IPv4. The
+//! common packet that is not overlay (TCP, UDP, ICMP over such IPv4) is
+//! let go here too.
 //!
 //! The general parser (`parse`) checks every header against the packet on
 //! its own, because a header's offset depends on the ones before it (IP
@@ -16,7 +18,7 @@
 //! first `VXLAN_LEN` linear bytes) goes to the general parser, which
 //! decides. The fuzz test checks the two agree on mutated packets
 //! (`fast_and_general_parsers_agree`).
-use netobs_common::{Class, FlowKey, FAMILY_IPV4};
+use netobs_common::{Class, FlowKey, ESP_IN_UDP_PORT, FAMILY_IPV4, GOSSIP_PORT};
 
 use crate::{
     maps::{scratch_key, Cfg},
@@ -56,10 +58,60 @@ const INNER_L4: usize = INNER_IP + 20;
 pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, meta: &mut Meta) -> Option<Class> {
     let h = pkt.at::<ESP_LEN>(0)?;
     match h.u8(OUTER_IP + 9) {
-        IPPROTO_UDP => vxlan(pkt.at::<VXLAN_LEN>(0)?, pkt.len(), cfg, meta),
+        IPPROTO_UDP => {
+            if let Some(v) = pkt.at::<VXLAN_LEN>(0) {
+                if let Some(class) = vxlan(v, pkt.len(), cfg, meta) {
+                    return Some(class);
+                }
+            }
+            udp_not_overlay(h, pkt.len(), cfg)
+        }
         IPPROTO_ESP => esp(h, pkt.len(), meta),
-        _ => None,
+        _ => not_overlay(h, pkt.len()),
     }
+}
+
+/// UDP that is none of what the general parser looks for in UDP (a
+/// data-path port, ESP in UDP on 4500, gossip on 7946, each of which it
+/// decides), over sound IPv4 without options or tags, not a fragment, with
+/// a sound UDP length: not overlay.
+#[inline(always)]
+fn udp_not_overlay(h: Hdr, len: usize, cfg: &Cfg) -> Option<Class> {
+    if h.be16(12) != ETH_IP
+        || h.u8(OUTER_IP) != IPV4_NO_OPTIONS
+        || h.be16(OUTER_IP + 6) & FRAGMENT_BITS != 0
+    {
+        return None;
+    }
+    let total = h.be16(OUTER_IP + 2) as usize;
+    let ulen = h.be16(OUTER_UDP + 4) as usize;
+    let (sport, dport) = (h.be16(OUTER_UDP), h.be16(OUTER_UDP + 2));
+    if total < 20 + 8
+        || OUTER_IP + total > len
+        || ulen < 8
+        || 20 + ulen > total
+        || is_data_path_port(cfg, dport)
+        || sport == ESP_IN_UDP_PORT
+        || dport == ESP_IN_UDP_PORT
+        || sport == GOSSIP_PORT
+        || dport == GOSSIP_PORT
+    {
+        return None;
+    }
+    Some(Class::Other)
+}
+
+/// Any other transport over IPv4 without options or tags (TCP, ICMP...):
+/// not overlay, once the header is sound, which is what the general parser
+/// checks before it looks at the protocol.
+#[inline(always)]
+fn not_overlay(h: Hdr, len: usize) -> Option<Class> {
+    if h.be16(12) != ETH_IP || h.u8(OUTER_IP) != IPV4_NO_OPTIONS {
+        return None;
+    }
+    // 0 is BIG TCP or GSO: the packet's own length is the truth.
+    let total = h.be16(OUTER_IP + 2) as usize;
+    (total == 0 || (total >= 20 && OUTER_IP + total <= len)).then_some(Class::Other)
 }
 
 /// The outer IPv4 header's length checks; `proto` is what it must carry.

@@ -83,6 +83,11 @@ fn kinds() -> Vec<(&'static str, Vec<u8>, Load)> {
             Load::Plain,
         ),
         (
+            "UDP DNS (not overlay)",
+            packets::udp(&Net::nodes(), 40000, 53, &[0x42; 60]),
+            Load::Plain,
+        ),
+        (
             "UDP gossip 7946 (not overlay)",
             packets::udp(&Net::nodes(), 7946, 7946, &[0x42; 60]),
             Load::Plain,

@@ -80,6 +80,8 @@ fn seeds() -> Vec<Vec<u8>> {
     let v6 = Net::v6("2001:db8::1", "2001:db8::2");
     vec![
         packets::tcp(&Net::nodes(), 22, 50000, b"ssh"),
+        packets::udp(&Net::nodes(), 40000, 53, b"dns query"),
+        packets::udp(&Net::nodes(), 7946, 7946, b"gossip"),
         packets::vxlan(&Net::nodes(), 4789, 4097, &get),
         packets::vxlan(&Net::nodes(), 4789, 4097, &resp),
         packets::vxlan(&Net::nodes(), 4789, 4098, &dns),
@@ -272,17 +274,26 @@ fn mutated_packets_are_passed_and_counted_once_in_one_class() {
 /// Each seed with one field the fast path decides on set to each of its
 /// values: the 16-bit lengths (outer IPv4 total, UDP length, inner IPv4
 /// total) to every value up to the packet's length and a little past it;
+/// the UDP ports to the ones either parser decides on and a few others;
 /// the bytes (outer and inner version/IHL, protocols, fragment fields,
 /// inner ethertype, VXLAN flags, TCP data offset) to all 256.
 fn sweep(seeds: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    // The seeds the fast path takes: IPv4 without tags, UDP or ESP.
-    let common = seeds
-        .iter()
-        .filter(|p| p[12..15] == [0x08, 0x00, 0x45] && matches!(p[23], 17 | 50));
+    // The seeds the fast path takes: IPv4 without options or tags.
+    let common = seeds.iter().filter(|p| p[12..15] == [0x08, 0x00, 0x45]);
     for seed in common {
         for at in [16usize, 38, 66] {
             for v in 0..=seed.len() as u16 + 4 {
+                if at + 2 <= seed.len() {
+                    let mut p = seed.clone();
+                    p[at..at + 2].copy_from_slice(&v.to_be_bytes());
+                    out.push(p);
+                }
+            }
+        }
+        // The outer UDP ports: the ones the parsers decide on, and others.
+        for at in [34usize, 36] {
+            for v in [0u16, 53, 4500, 4789, 4790, 7946, 8472, 65535] {
                 if at + 2 <= seed.len() {
                     let mut p = seed.clone();
                     p[at..at + 2].copy_from_slice(&v.to_be_bytes());
@@ -326,9 +337,9 @@ fn outcome(dp: &Datapath) -> Outcome {
 /// The fixed-offset parser for the common layout (`fast_parse` in the
 /// kernel) must give every packet the class, key and payload verdicts the
 /// general parser gives: the same mutated packets through a datapath with
-/// it and one without, the class compared packet by packet, the flows
-/// (keys, packet, byte, HTTP, pattern, flag and ESP counts) and the inner
-/// SYN checksum verdicts at the end.
+/// it and one without, the classes compared every 64 packets, the flows
+/// (keys, packet, byte, HTTP, pattern, flag and ESP counts), the inner SYN
+/// checksum verdicts and the gossip counts at the end.
 #[test]
 fn fast_and_general_parsers_agree() {
     require_root!();
@@ -401,6 +412,11 @@ fn fast_and_general_parsers_agree() {
     fc.sort_by_key(|(k, _)| format!("{k:?}"));
     gc.sort_by_key(|(k, _)| format!("{k:?}"));
     assert_eq!(fc, gc, "inner SYN checksum verdicts (seed {seed:#x})");
+    let mut fg = fast.gossip().expect("gossip");
+    let mut gg = general.gossip().expect("gossip");
+    fg.sort_by_key(|(k, _)| format!("{k:?}"));
+    gg.sort_by_key(|(k, _)| format!("{k:?}"));
+    assert_eq!(fg, gg, "gossip per peer (seed {seed:#x})");
     // The comparison saw overlay flows of both kinds and SYN verdicts.
     let vxlan =
         f.1.iter()
@@ -410,7 +426,7 @@ fn fast_and_general_parsers_agree() {
         f.1.iter()
             .filter(|(k, _)| k.class == Class::Esp as u8)
             .count();
-    assert!(vxlan > 0 && esp > 0 && !fc.is_empty());
+    assert!(vxlan > 0 && esp > 0 && !fc.is_empty() && !fg.is_empty());
     println!(
         "{fast_runs} mutated packets (seed {seed:#x}) agree: {vxlan} VXLAN and {esp} ESP flows, \
          {} checksum verdicts",
