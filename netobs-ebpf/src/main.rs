@@ -109,6 +109,23 @@ pub fn bench_xdp_empty(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Baseline for the live benchmark: XDP reading one byte of each of the
+/// packet's first two cache lines, where netobs reads its headers, and
+/// nothing else. On a real interface the first program to read a packet
+/// pays for bringing it into cache, whatever it does with it; this tells
+/// that cost from netobs's own.
+#[xdp]
+pub fn bench_xdp_touch(ctx: XdpContext) -> u32 {
+    use crate::packet::Packet;
+    let pkt = Xdp::new(&ctx);
+    if let Some(h) = pkt.at::<65>(0) {
+        core::hint::black_box(h.u8(0) ^ h.u8(64));
+    } else if let Some(h) = pkt.at::<1>(0) {
+        core::hint::black_box(h.u8(0));
+    }
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

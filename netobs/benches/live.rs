@@ -1,7 +1,9 @@
 //! Live cost on real VXLAN traffic between two namespaces (iperf3 TCP sent
-//! from host A, and UDP with 64-byte payloads arriving at A), side by side in the same run: nothing
-//! attached, netobs in TC mode, netobs in XDP mode, `tcpdump -w /dev/null`,
-//! `ngrep HTTP`. Observers are alternated run by run; medians are reported.
+//! from host A, and UDP with 64-byte payloads arriving at A), side by side
+//! in the same run: nothing attached, netobs in TC mode, netobs in XDP
+//! mode, the do-nothing XDP program, an XDP program that only reads the
+//! packet's first two cache lines, `tcpdump -w /dev/null`, `ngrep HTTP`.
+//! Observers are alternated run by run; medians are reported.
 //!
 //! netobs's kernel cost comes from bpf_stats, as its programs' run time per
 //! packet minus that of a do-nothing classifier attached to the same hooks
@@ -21,7 +23,7 @@ use std::{
 
 use netobs::{
     api::RunReport,
-    datapath::{Datapath, Options},
+    datapath::{attach::BaselineProgram, Datapath, Options},
 };
 use netobs_tests::{
     lab::{self, LabConfig, Process, TwoHostLab},
@@ -32,11 +34,12 @@ use serde_json::{json, Value};
 
 const SECONDS: u64 = 4;
 const RUNS: usize = 3;
-const OBSERVERS: [&str; 6] = [
+const OBSERVERS: [&str; 7] = [
     "none",
     "netobs tc",
     "netobs xdp",
     "empty xdp",
+    "touch xdp",
     "tcpdump -w /dev/null",
     "ngrep HTTP",
 ];
@@ -121,7 +124,7 @@ struct Baseline {
 }
 
 impl Baseline {
-    fn attach(ns: &Netns, dev: &str, xdp: bool) -> Baseline {
+    fn attach(ns: &Netns, dev: &str, program: BaselineProgram) -> Baseline {
         let file = File::open(ns.path()).expect("namespace");
         let dev = dev.to_owned();
         let (ready_tx, ready) = mpsc::channel();
@@ -135,7 +138,7 @@ impl Baseline {
             );
             let mut dp = Datapath::load(&Options::default()).expect("loading the baseline");
             let att = dp
-                .attach_baseline(&dev, xdp)
+                .attach_baseline(&dev, program)
                 .expect("attaching the baseline");
             let _ = ready_tx.send(());
             let _ = stop_rx.recv();
@@ -223,10 +226,13 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
     }
     std::thread::sleep(WARMUP);
     if netobs_mode == Some("tc") {
-        baseline = Some(Baseline::attach(ns, dev, false));
+        baseline = Some(Baseline::attach(ns, dev, BaselineProgram::Tc));
     }
     if observer == "empty xdp" {
-        baseline = Some(Baseline::attach(ns, dev, true));
+        baseline = Some(Baseline::attach(ns, dev, BaselineProgram::Xdp));
+    }
+    if observer == "touch xdp" {
+        baseline = Some(Baseline::attach(ns, dev, BaselineProgram::XdpTouch));
     }
     // Whose run time is whose: netobs's TC programs against the empty
     // classifier beside them; its XDP program against the empty XDP
@@ -235,6 +241,7 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
         "netobs tc" => ("netobs_tc_", "bench_tc_empty"),
         "netobs xdp" => ("netobs_xdp", "-"),
         "empty xdp" => ("-", "bench_xdp_empty"),
+        "touch xdp" => ("-", "bench_xdp_touch"),
         _ => ("-", "-"),
     };
     let pid = proc.as_ref().and_then(|p| p.pid());

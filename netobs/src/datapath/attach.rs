@@ -259,10 +259,14 @@ impl Datapath {
     }
 
     /// Attaches the do-nothing TC program on both directions of `iface`,
-    /// after whatever is there (or the do-nothing XDP program, alone on its
-    /// hook): the baseline that `bpf_stats` figures of the real programs
-    /// are compared with in the live benchmark.
-    pub fn attach_baseline(&mut self, iface: &str, xdp: bool) -> Result<Attachment, AttachError> {
+    /// after whatever is there (or an XDP baseline, alone on its hook): the
+    /// baselines that `bpf_stats` figures of the real programs are compared
+    /// with in the live benchmark.
+    pub fn attach_baseline(
+        &mut self,
+        iface: &str,
+        baseline: BaselineProgram,
+    ) -> Result<Attachment, AttachError> {
         let mut att = Attachment {
             iface: iface.to_owned(),
             ifindex: ifindex(iface)?,
@@ -270,9 +274,14 @@ impl Datapath {
             links: Vec::new(),
             created_clsact: false,
         };
-        if xdp {
+        let xdp = match baseline {
+            BaselineProgram::Tc => None,
+            BaselineProgram::Xdp => Some(names::BENCH_XDP_EMPTY),
+            BaselineProgram::XdpTouch => Some(names::BENCH_XDP_TOUCH),
+        };
+        if let Some(name) = xdp {
             // Native, where `--mode xdp` attaches first.
-            self.attach_xdp_named(&mut att, XdpMode::Driver, names::BENCH_XDP_EMPTY)?;
+            self.attach_xdp_named(&mut att, XdpMode::Driver, name)?;
             att.ingress = IngressHook::XdpNative;
             return Ok(att);
         }
@@ -347,4 +356,15 @@ impl Datapath {
         att.links.push(Link::Xdp(link));
         Ok(())
     }
+}
+
+/// The live benchmark's baselines (`Datapath::attach_baseline`).
+#[derive(Clone, Copy, Debug)]
+pub enum BaselineProgram {
+    /// The do-nothing classifier on both TC hooks.
+    Tc,
+    /// The do-nothing XDP program.
+    Xdp,
+    /// XDP reading the packet's first two cache lines and nothing else.
+    XdpTouch,
 }

@@ -37,6 +37,8 @@ pub mod names {
     /// Do-nothing programs on the same hooks, the benchmarks' baseline.
     pub const BENCH_TC_EMPTY: &str = "bench_tc_empty";
     pub const BENCH_XDP_EMPTY: &str = "bench_xdp_empty";
+    /// XDP reading the packet's first two cache lines and nothing else.
+    pub const BENCH_XDP_TOUCH: &str = "bench_xdp_touch";
     /// Reads the tick count and the monotonic clock together (test runs only).
     pub const CLOCK_PROBE: &str = "clock_probe";
     /// On `skb:kfree_skb`, and that tracepoint's name.
