@@ -276,8 +276,12 @@ fn the_api_keeps_each_of_its_limits_exactly() {
     // Every slot came back: a request is served.
     assert!(http_get(&ns, addr(), "/healthz").is_ok());
 
-    // Keep-alive, a request every 5 s: served until the connection's 60 s
-    // are up, then closed.
+    // Keep-alive, a request every 3.5 s: served until the connection's 60 s
+    // are up, then closed. (Every 5 s raced the 5 s header timeout, which
+    // runs while a kept-alive connection waits for its next request, and
+    // lost on a loaded machine; 3.5 s also keeps clear of the 60 s mark:
+    // the last request served is the one at 56 s or 59.5 s, the one at
+    // 63 s finds the connection closed.)
     let served = ns
         .run_in(|| {
             let mut s = TcpStream::connect(addr()).expect("connecting");
@@ -295,14 +299,14 @@ fn the_api_keeps_each_of_its_limits_exactly() {
                     break;
                 }
                 served.push(start.elapsed().as_secs());
-                std::thread::sleep(Duration::from_secs(5));
+                std::thread::sleep(Duration::from_millis(3500));
             }
             served
         })
         .expect("in the namespace");
     let last = served.last().copied().unwrap_or(0);
     assert!(
-        (55..60).contains(&last) && served.len() >= 11,
+        (55..60).contains(&last) && served.len() >= 16,
         "served at {served:?} s"
     );
 
