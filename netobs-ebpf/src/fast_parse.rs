@@ -57,6 +57,10 @@ const INNER_L4: usize = INNER_IP + 20;
 #[inline(always)]
 pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, meta: &mut Meta) -> Option<Class> {
     let h = pkt.at::<ESP_LEN>(0)?;
+    // Every case below is IPv4 without options or tags.
+    if h.be16(12) != ETH_IP || h.u8(OUTER_IP) != IPV4_NO_OPTIONS {
+        return None;
+    }
     match h.u8(OUTER_IP + 9) {
         IPPROTO_UDP => {
             if let Some(v) = pkt.at::<VXLAN_LEN>(0) {
@@ -73,14 +77,11 @@ pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, meta: &mut Meta) -> Option<Class>
 
 /// UDP that is none of what the general parser looks for in UDP (a
 /// data-path port, ESP in UDP on 4500, gossip on 7946, each of which it
-/// decides), over sound IPv4 without options or tags, not a fragment, with
-/// a sound UDP length: not overlay.
+/// decides), over sound IPv4, not a fragment, with a sound UDP length: not
+/// overlay.
 #[inline(always)]
 fn udp_not_overlay(h: Hdr, len: usize, cfg: &Cfg) -> Option<Class> {
-    if h.be16(12) != ETH_IP
-        || h.u8(OUTER_IP) != IPV4_NO_OPTIONS
-        || h.be16(OUTER_IP + 6) & FRAGMENT_BITS != 0
-    {
+    if h.be16(OUTER_IP + 6) & FRAGMENT_BITS != 0 {
         return None;
     }
     let total = h.be16(OUTER_IP + 2) as usize;
@@ -101,27 +102,21 @@ fn udp_not_overlay(h: Hdr, len: usize, cfg: &Cfg) -> Option<Class> {
     Some(Class::Other)
 }
 
-/// Any other transport over IPv4 without options or tags (TCP, ICMP...):
-/// not overlay, once the header is sound, which is what the general parser
-/// checks before it looks at the protocol.
+/// Any other transport (TCP, ICMP...): not overlay, once the IPv4 header
+/// is sound, which is what the general parser checks before it looks at
+/// the protocol.
 #[inline(always)]
 fn not_overlay(h: Hdr, len: usize) -> Option<Class> {
-    if h.be16(12) != ETH_IP || h.u8(OUTER_IP) != IPV4_NO_OPTIONS {
-        return None;
-    }
     // 0 is BIG TCP or GSO: the packet's own length is the truth.
     let total = h.be16(OUTER_IP + 2) as usize;
     (total == 0 || (total >= 20 && OUTER_IP + total <= len)).then_some(Class::Other)
 }
 
-/// The outer IPv4 header's length checks; `proto` is what it must carry.
+/// The outer IPv4 header of an overlay packet: not a fragment, its total
+/// length exactly the frame; `Some(total length)`.
 #[inline(always)]
-fn outer_ipv4(h: Hdr, len: usize, proto: u8) -> Option<usize> {
-    if h.be16(12) != ETH_IP
-        || h.u8(OUTER_IP) != IPV4_NO_OPTIONS
-        || h.u8(OUTER_IP + 9) != proto
-        || h.be16(OUTER_IP + 6) & FRAGMENT_BITS != 0
-    {
+fn outer_ipv4(h: Hdr, len: usize) -> Option<usize> {
+    if h.be16(OUTER_IP + 6) & FRAGMENT_BITS != 0 {
         return None;
     }
     // Exactly the frame: no Ethernet padding or trailer, no BIG TCP's 0.
@@ -131,7 +126,7 @@ fn outer_ipv4(h: Hdr, len: usize, proto: u8) -> Option<usize> {
 
 #[inline(always)]
 fn vxlan(h: Hdr, len: usize, cfg: &Cfg, meta: &mut Meta) -> Option<Class> {
-    let total = outer_ipv4(h, len, IPPROTO_UDP)?;
+    let total = outer_ipv4(h, len)?;
     if !is_data_path_port(cfg, h.be16(OUTER_UDP + 2))
         || h.be16(OUTER_UDP + 4) as usize != total - 20
         || h.u8(VXLAN) & 0x08 == 0
@@ -165,10 +160,7 @@ fn vxlan(h: Hdr, len: usize, cfg: &Cfg, meta: &mut Meta) -> Option<Class> {
         }
         _ => return None,
     };
-    let key = fresh_key()?;
-    key.outer_family = FAMILY_IPV4;
-    h.copy_words::<1>(OUTER_IP + 12, &mut key.outer_src);
-    h.copy_words::<1>(OUTER_IP + 16, &mut key.outer_dst);
+    let key = outer_key(h)?;
     key.class = Class::Vxlan as u8;
     key.vni_or_spi = h.be32(VXLAN + 4) >> 8;
     key.inner_family = FAMILY_IPV4;
@@ -189,29 +181,30 @@ fn vxlan(h: Hdr, len: usize, cfg: &Cfg, meta: &mut Meta) -> Option<Class> {
 
 #[inline(always)]
 fn esp(h: Hdr, len: usize, meta: &mut Meta) -> Option<Class> {
-    outer_ipv4(h, len, IPPROTO_ESP)?;
+    outer_ipv4(h, len)?;
     let spi = h.be32(OUTER_UDP);
     // SPI 0 is malformed: the general parser says so.
     if spi == 0 {
         return None;
     }
-    let key = fresh_key()?;
-    key.outer_family = FAMILY_IPV4;
-    h.copy_words::<1>(OUTER_IP + 12, &mut key.outer_src);
-    h.copy_words::<1>(OUTER_IP + 16, &mut key.outer_dst);
+    let key = outer_key(h)?;
     key.class = Class::Esp as u8;
     key.vni_or_spi = spi;
     meta.esp_seq = h.be32(OUTER_UDP + 4);
     Some(Class::Esp)
 }
 
-/// The scratch key, zeroed.
+/// The scratch key, zeroed, with the outer IPv4 addresses of `h`.
 #[inline(always)]
-fn fresh_key() -> Option<&'static mut FlowKey> {
+fn outer_key(h: Hdr) -> Option<&'static mut FlowKey> {
     let key = scratch_key()?;
     // SAFETY: zeroed, a FlowKey is valid (plain integers).
-    unsafe {
+    let key = unsafe {
         mem::zero64(key.as_mut_ptr());
-        Some(key.assume_init_mut())
-    }
+        key.assume_init_mut()
+    };
+    key.outer_family = FAMILY_IPV4;
+    h.copy_words::<1>(OUTER_IP + 12, &mut key.outer_src);
+    h.copy_words::<1>(OUTER_IP + 16, &mut key.outer_dst);
+    Some(key)
 }

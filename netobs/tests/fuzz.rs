@@ -282,23 +282,22 @@ fn sweep(seeds: &[Vec<u8>]) -> Vec<Vec<u8>> {
     // The seeds the fast path takes: IPv4 without options or tags.
     let common = seeds.iter().filter(|p| p[12..15] == [0x08, 0x00, 0x45]);
     for seed in common {
+        let mut set16 = |at: usize, v: u16| {
+            if at + 2 <= seed.len() {
+                let mut p = seed.clone();
+                p[at..at + 2].copy_from_slice(&v.to_be_bytes());
+                out.push(p);
+            }
+        };
         for at in [16usize, 38, 66] {
             for v in 0..=seed.len() as u16 + 4 {
-                if at + 2 <= seed.len() {
-                    let mut p = seed.clone();
-                    p[at..at + 2].copy_from_slice(&v.to_be_bytes());
-                    out.push(p);
-                }
+                set16(at, v);
             }
         }
         // The outer UDP ports: the ones the parsers decide on, and others.
         for at in [34usize, 36] {
             for v in [0u16, 53, 4500, 4789, 4790, 7946, 8472, 65535] {
-                if at + 2 <= seed.len() {
-                    let mut p = seed.clone();
-                    p[at..at + 2].copy_from_slice(&v.to_be_bytes());
-                    out.push(p);
-                }
+                set16(at, v);
             }
         }
         for at in [12usize, 14, 20, 21, 23, 42, 62, 63, 64, 70, 71, 73, 96] {
@@ -312,6 +311,12 @@ fn sweep(seeds: &[Vec<u8>]) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// A map's entries in one order (their keys have no `Ord`).
+fn by_key<K: std::fmt::Debug, V>(mut v: Vec<(K, V)>) -> Vec<(K, V)> {
+    v.sort_by_key(|(k, _)| format!("{k:?}"));
+    v
 }
 
 /// What a datapath made of the packets: counters per class, and every
@@ -407,15 +412,11 @@ fn fast_and_general_parsers_agree() {
     for (a, b) in f.1.iter().zip(&g.1) {
         assert_eq!(a, b, "flow (seed {seed:#x})");
     }
-    let mut fc = fast.checksums().expect("checksums");
-    let mut gc = general.checksums().expect("checksums");
-    fc.sort_by_key(|(k, _)| format!("{k:?}"));
-    gc.sort_by_key(|(k, _)| format!("{k:?}"));
+    let fc = by_key(fast.checksums().expect("checksums"));
+    let gc = by_key(general.checksums().expect("checksums"));
     assert_eq!(fc, gc, "inner SYN checksum verdicts (seed {seed:#x})");
-    let mut fg = fast.gossip().expect("gossip");
-    let mut gg = general.gossip().expect("gossip");
-    fg.sort_by_key(|(k, _)| format!("{k:?}"));
-    gg.sort_by_key(|(k, _)| format!("{k:?}"));
+    let fg = by_key(fast.gossip().expect("gossip"));
+    let gg = by_key(general.gossip().expect("gossip"));
     assert_eq!(fg, gg, "gossip per peer (seed {seed:#x})");
     // The comparison saw overlay flows of both kinds and SYN verdicts.
     let vxlan =
