@@ -66,6 +66,13 @@ impl Hdr {
         u32::from_be(unsafe { read_unaligned((self.0 + i) as *const u32) })
     }
 
+    /// The bytes at `i..i+4` as they are (wire order), in one `u32`.
+    #[inline(always)]
+    pub fn raw32(self, i: usize) -> u32 {
+        // SAFETY: as above.
+        unsafe { read_unaligned((self.0 + i) as *const u32) }
+    }
+
     /// The bytes at `i..i+8` in wire order.
     #[inline(always)]
     pub fn bytes8(self, i: usize) -> [u8; 8] {

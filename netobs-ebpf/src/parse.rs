@@ -69,19 +69,27 @@ fn need<P: Packet, const N: usize>(pkt: &P, off: usize, end: usize) -> Step<Hdr>
 }
 
 /// Returns the class; for `Vxlan` and `Esp` the key in `maps::scratch_key`
-/// is initialised with addresses, VNI or SPI and inner tuple (and left
-/// untouched otherwise). UDP gossip is counted on the way (see `gossip`);
-/// `direction` is a constant of each program, folded away.
+/// is initialised with interface, direction, addresses, VNI or SPI and
+/// inner tuple (and left untouched otherwise). UDP gossip is counted on the
+/// way (see `gossip`); `direction` is a constant of each program, folded
+/// away.
 #[inline(always)]
 pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, direction: Direction, meta: &mut Meta) -> Class {
     if cfg.flags() & CONFIG_FLAG_NO_FAST_PATH == 0 {
-        if let Some(class) = fast_parse::classify(pkt, cfg, meta) {
+        if let Some(class) = fast_parse::classify(pkt, cfg, direction, meta) {
             return class;
         }
     }
-    match outer(pkt, cfg, direction, meta) {
+    let class = match outer(pkt, cfg, direction, meta) {
         Ok(class) | Err(class) => class,
+    };
+    if class == Class::Vxlan || class == Class::Esp {
+        if let Some(key) = scratch_key() {
+            // SAFETY: `outer` initialised the key for these two classes.
+            unsafe { key.assume_init_mut() }.set_head(pkt.ifindex(), direction as u8);
+        }
     }
+    class
 }
 
 #[inline(always)]

@@ -43,9 +43,7 @@ pub fn observe<P: Packet>(pkt: &P, direction: Direction) -> Class {
             return class;
         };
         // SAFETY: classify initialises the key for these two classes.
-        let key = unsafe { key.assume_init_mut() };
-        key.ifindex = ifindex;
-        key.direction = direction as u8;
+        let key = unsafe { key.assume_init_ref() };
         flow(pkt, &cfg, key, &meta, packets, bytes);
         // Last, once everything is counted: an inner SYN arriving has its
         // checksum judged in a program of its own (`maps::RARE_TC`).

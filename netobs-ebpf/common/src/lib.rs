@@ -370,6 +370,37 @@ pub struct FlowKey {
 }
 
 pub const FLOW_KEY_WORDS: usize = size_of::<FlowKey>() / 4;
+pub const FLOW_KEY_QUADS: usize = FLOW_KEY_WORDS / 2;
+
+// Words made of smaller fields, by arithmetic rather than through byte
+// arrays (which LLVM's BPF backend took apart byte by byte): the field at
+// the lower address is the low half on a little-endian machine.
+
+/// The 64-bit word whose lower-addressed half is `lo`.
+#[inline(always)]
+const fn quad(lo: u32, hi: u32) -> u64 {
+    if cfg!(target_endian = "little") {
+        lo as u64 | (hi as u64) << 32
+    } else {
+        (lo as u64) << 32 | hi as u64
+    }
+}
+
+/// The 32-bit word whose lower-addressed half is `lo`.
+#[inline(always)]
+const fn pair(lo: u16, hi: u16) -> u32 {
+    if cfg!(target_endian = "little") {
+        lo as u32 | (hi as u32) << 16
+    } else {
+        (lo as u32) << 16 | hi as u32
+    }
+}
+
+/// The 16-bit word whose lower-addressed byte is `lo`.
+#[inline(always)]
+const fn bytes2(lo: u8, hi: u8) -> u16 {
+    u16::from_ne_bytes([lo, hi])
+}
 
 impl FlowKey {
     /// The key as the 32-bit words it is made of (no padding).
@@ -382,9 +413,84 @@ impl FlowKey {
 
     /// The key as 64-bit words.
     #[inline(always)]
-    pub fn quads(&self) -> &[u64; FLOW_KEY_WORDS / 2] {
+    pub fn quads(&self) -> &[u64; FLOW_KEY_QUADS] {
         // SAFETY: as above, 8-aligned and a whole number of u64.
-        unsafe { &*(self as *const FlowKey as *const [u64; FLOW_KEY_WORDS / 2]) }
+        unsafe { &*(self as *const FlowKey as *const [u64; FLOW_KEY_QUADS]) }
+    }
+
+    /// The first 64-bit word of a key: interface, direction, class and the
+    /// address families.
+    #[inline(always)]
+    pub fn head_quad(
+        ifindex: u32,
+        direction: u8,
+        class: u8,
+        outer_family: u8,
+        inner_family: u8,
+    ) -> u64 {
+        quad(
+            ifindex,
+            pair(bytes2(direction, class), bytes2(outer_family, inner_family)),
+        )
+    }
+
+    /// Writes interface and direction as the whole first word, with the
+    /// class and families already there.
+    #[inline(always)]
+    pub fn set_head(&mut self, ifindex: u32, direction: u8) {
+        let q = Self::head_quad(
+            ifindex,
+            direction,
+            self.class,
+            self.outer_family,
+            self.inner_family,
+        );
+        // SAFETY: as in `quads`; the first word is ifindex and the four bytes.
+        unsafe { *(self as *mut FlowKey as *mut u64) = q };
+    }
+
+    /// A key whose outer and (when there is one) inner addresses are IPv4,
+    /// as the words it is made of, for a writer that stores each word
+    /// whole. Addresses are the 4 bytes in wire order read as one `u32`;
+    /// `inner` is zero for ESP.
+    ///
+    /// Why whole words: the hash and the compare read the key a word at a
+    /// time, and a word written in parts (zeroed, then a byte, then a
+    /// half) cannot be forwarded from the CPU's store buffer to such a
+    /// read, which then waits for the stores to reach the cache.
+    #[inline(always)]
+    pub fn ipv4_quads(
+        head: u64,
+        outer: [u32; 2],
+        mid: u64,
+        inner: [u32; 2],
+        ports: u64,
+    ) -> [u64; FLOW_KEY_QUADS] {
+        [
+            head,
+            quad(outer[0], 0),
+            0,
+            quad(outer[1], 0),
+            0,
+            mid,
+            quad(inner[0], 0),
+            0,
+            quad(inner[1], 0),
+            0,
+            ports,
+        ]
+    }
+
+    /// The sixth word: VNI or SPI, inner protocol, encapsulation.
+    #[inline(always)]
+    pub fn mid_quad(vni_or_spi: u32, inner_proto: u8, encap: u8) -> u64 {
+        quad(vni_or_spi, pair(bytes2(inner_proto, encap), 0))
+    }
+
+    /// The last word: inner ports (host order).
+    #[inline(always)]
+    pub fn ports_quad(sport: u16, dport: u16) -> u64 {
+        quad(pair(sport, dport), 0)
     }
 
     /// Where this flow sits in a per-CPU flow cache (before masking).

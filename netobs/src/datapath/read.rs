@@ -395,3 +395,49 @@ pub fn merge(into: &mut FlowStats, s: &FlowStats) {
     }
     into.tcp_flags |= s.tcp_flags;
 }
+
+#[cfg(test)]
+mod tests {
+    use netobs_common::{Class, FlowKey, ENCAP_NONE, FAMILY_IPV4};
+
+    /// The kernel's fixed-offset parser writes the key as whole 64-bit words
+    /// (`FlowKey::ipv4_quads`); the agent reads it field by field. (The fuzz
+    /// test compares the two parsers' keys too; this one names the field
+    /// that moved.)
+    #[test]
+    fn key_words_are_the_key_fields() {
+        let key = FlowKey {
+            ifindex: 0x0102_0304,
+            direction: 1,
+            class: Class::Vxlan as u8,
+            outer_family: FAMILY_IPV4,
+            inner_family: FAMILY_IPV4,
+            outer_src: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            outer_dst: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            vni_or_spi: 4097,
+            inner_proto: 6,
+            encap: ENCAP_NONE,
+            inner_src: [192, 168, 7, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            inner_dst: [192, 168, 7, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            inner_sport: 40_000,
+            inner_dport: 80,
+            ..FlowKey::default()
+        };
+        let raw = |a: &[u8; 16]| u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        let quads = FlowKey::ipv4_quads(
+            FlowKey::head_quad(0x0102_0304, 1, Class::Vxlan as u8, FAMILY_IPV4, FAMILY_IPV4),
+            [raw(&key.outer_src), raw(&key.outer_dst)],
+            FlowKey::mid_quad(4097, 6, ENCAP_NONE),
+            [raw(&key.inner_src), raw(&key.inner_dst)],
+            FlowKey::ports_quad(40_000, 80),
+        );
+        assert_eq!(&quads, key.quads());
+        let mut headless = FlowKey {
+            ifindex: 0,
+            direction: 0,
+            ..key
+        };
+        headless.set_head(0x0102_0304, 1);
+        assert_eq!(headless, key);
+    }
+}
