@@ -73,11 +73,11 @@ impl Hdr {
         unsafe { read_unaligned((self.0 + i) as *const u32) }
     }
 
-    /// The bytes at `i..i+8` in wire order.
+    /// The bytes at `i..i+8` as they are (wire order), in one `u64`.
     #[inline(always)]
-    pub fn bytes8(self, i: usize) -> [u8; 8] {
+    pub fn raw64(self, i: usize) -> u64 {
         // SAFETY: as above.
-        unsafe { read_unaligned((self.0 + i) as *const u64) }.to_ne_bytes()
+        unsafe { read_unaligned((self.0 + i) as *const u64) }
     }
 
     /// Copies `W` 32-bit words at `i` into the start of `dst`, in wire order.

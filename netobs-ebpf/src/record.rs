@@ -334,7 +334,7 @@ fn payload<P: Packet>(
     let mut request = 0u8;
     if http {
         if let Some((head, tail)) = payload_head(pkt, off, meta.payload_len) {
-            if let Some(method) = http::request_method(&head) {
+            if let Some(method) = http::request_method(head) {
                 // The verifier needs to see the bound itself; LLVM would drop
                 // a check it can prove from the enum's range.
                 let slot = core::hint::black_box(method as usize);
@@ -343,9 +343,9 @@ fn payload<P: Packet>(
                     unsafe { (*stats).http_requests[slot] += 1 };
                 }
                 request = method as u8;
-            } else if http::is_response(&head) {
+            } else if http::is_response(head) {
                 let class = match tail {
-                    Some(t) => http::status_class(&head, t),
+                    Some(t) => http::status_class(head, t),
                     None => 0,
                 };
                 let class = core::hint::black_box(class);
@@ -392,26 +392,26 @@ fn payload<P: Packet>(
     }
 }
 
-/// The first 8 payload bytes, and the next 4 when there are 12: straight
-/// from the packet when they are linear, else copied out (a payload in page
-/// fragments, as TCP sends it).
+/// The first 8 payload bytes (one word, memory order), and the next 4 when
+/// there are 12: straight from the packet when they are linear, else copied
+/// out (a payload in page fragments, as TCP sends it).
 #[inline(always)]
-fn payload_head<P: Packet>(pkt: &P, off: usize, len: usize) -> Option<([u8; 8], Option<[u8; 4]>)> {
+fn payload_head<P: Packet>(pkt: &P, off: usize, len: usize) -> Option<(u64, Option<[u8; 4]>)> {
     if len >= 12 {
         if let Some(h) = pkt.at::<12>(off) {
-            return Some((h.bytes8(0), Some(h.be32(8).to_be_bytes())));
+            return Some((h.raw64(0), Some(h.be32(8).to_be_bytes())));
         }
     } else if let Some(h) = pkt.at::<8>(off) {
-        return Some((h.bytes8(0), None));
+        return Some((h.raw64(0), None));
     }
     let mut buf = [0u8; 12];
     let n = if len >= 12 { 12 } else { 8 };
     if !pkt.copy_into(off, &mut buf, n) {
         return None;
     }
-    let head = [
+    let head = u64::from_ne_bytes([
         buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
-    ];
+    ]);
     let tail = (n == 12).then_some([buf[8], buf[9], buf[10], buf[11]]);
     Some((head, tail))
 }
