@@ -16,7 +16,7 @@ use netobs_common::{
 
 use crate::{
     maps::{Cfg, DROPS},
-    tally,
+    mem, tally,
 };
 
 #[unsafe(no_mangle)]
@@ -82,9 +82,12 @@ pub fn observe(ctx: &RawTracePointContext) -> Option<()> {
         return None;
     }
     let ip = head + u64::from(nh);
+    // Zeroed a word at a time: a plain zero-init became a call to a
+    // byte-loop memset (as `mem` explains); so did the key's below.
     let mut h = [0u32; 10];
-    // SAFETY: as in `read`.
+    // SAFETY: `h` is 40 bytes, 4-aligned; then as in `read`.
     unsafe {
+        mem::zero(&raw mut h);
         bpf_probe_read_kernel_buf(
             ip as *const u8,
             core::slice::from_raw_parts_mut(h.as_mut_ptr() as *mut u8, 40),
@@ -92,7 +95,13 @@ pub fn observe(ctx: &RawTracePointContext) -> Option<()> {
         .ok()?
     };
     let b0 = h[0] as u8;
-    let mut key = DropKey::default();
+    let mut key = core::mem::MaybeUninit::<DropKey>::uninit();
+    // SAFETY: zeroed, a DropKey is valid (plain integers; 4-aligned, 40
+    // bytes).
+    let key = unsafe {
+        mem::zero(key.as_mut_ptr());
+        key.assume_init_mut()
+    };
     let (proto, l4, whole) = match b0 >> 4 {
         4 => {
             let ihl = u64::from(b0 & 0x0f) * 4;
@@ -134,7 +143,7 @@ pub fn observe(ctx: &RawTracePointContext) -> Option<()> {
         _ => return None,
     };
     key.reason = reason;
-    tally::add(&DROPS, &key, 1u64);
+    tally::add(&DROPS, key, 1u64);
     Some(())
 }
 

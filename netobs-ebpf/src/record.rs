@@ -404,9 +404,14 @@ fn payload_head<P: Packet>(pkt: &P, off: usize, len: usize) -> Option<(u64, Opti
     } else if let Some(h) = pkt.at::<8>(off) {
         return Some((h.raw64(0), None));
     }
-    let mut buf = [0u8; 12];
+    // Word-aligned and zeroed a word at a time: `[0u8; 12]` became a call
+    // to a byte-loop memset (as `mem` explains).
+    let mut words = [0u32; 3];
+    // SAFETY: `words` is 12 bytes; a byte array may alias it.
+    unsafe { mem::zero(&raw mut words) };
+    let buf = unsafe { &mut *(words.as_mut_ptr() as *mut [u8; 12]) };
     let n = if len >= 12 { 12 } else { 8 };
-    if !pkt.copy_into(off, &mut buf, n) {
+    if !pkt.copy_into(off, buf, n) {
         return None;
     }
     let head = u64::from_ne_bytes([
