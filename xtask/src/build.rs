@@ -64,7 +64,58 @@ pub fn ebpf(debug_log: bool) -> Result<PathBuf> {
         c.args(["--features", "debug-log"]);
     }
     cmd::run(&mut c)?;
-    publish(&root)
+    let object = publish(&root)?;
+    if !debug_log {
+        no_byte_loops(&object)?;
+    }
+    Ok(object)
+}
+
+/// The copies bpf-linker brings along: byte loops, called where LLVM does
+/// not zero or copy a record in registers or words (see
+/// `netobs-ebpf/src/mem.rs`). One such call cost the pattern row 10-15 ns.
+const BYTE_LOOPS: [&str; 3] = ["memset", "memcpy", "memmove"];
+
+/// Fails the build when a kernel program calls one of `BYTE_LOOPS`, naming
+/// the caller. (aya-log's calls, in `--debug-log` builds only, may.)
+fn no_byte_loops(path: &Path) -> Result<()> {
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionKind};
+    let data = std::fs::read(path)?;
+    let file = object::File::parse(&*data)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let mut calls = Vec::new();
+    for section in file.sections().filter(|s| s.kind() == SectionKind::Text) {
+        for (offset, reloc) in section.relocations() {
+            let RelocationTarget::Symbol(i) = reloc.target() else {
+                continue;
+            };
+            let callee = file.symbol_by_index(i).and_then(|s| s.name()).unwrap_or("");
+            if !BYTE_LOOPS.contains(&callee) {
+                continue;
+            }
+            let caller = file
+                .symbols()
+                .find(|s| {
+                    s.section_index() == Some(section.index())
+                        && s.kind() == object::SymbolKind::Text
+                        && (s.address()..s.address() + s.size()).contains(&offset)
+                })
+                .and_then(|s| s.name().ok())
+                .unwrap_or("?");
+            if !BYTE_LOOPS.contains(&caller) {
+                calls.push(format!("{caller} calls {callee}"));
+            }
+        }
+    }
+    calls.sort();
+    calls.dedup();
+    if !calls.is_empty() {
+        anyhow::bail!(
+            "the kernel programs call byte-loop copies ({}): zero or copy a word at a time instead (netobs-ebpf/src/mem.rs)",
+            calls.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// A cargo command for the userspace workspace, pointed at the object.
