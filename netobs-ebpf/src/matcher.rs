@@ -9,9 +9,64 @@ use core::ptr::{read_unaligned, read_volatile};
 
 use netobs_common::{MATCHER_WORDS, MAX_PATTERNS, PAYLOAD_SCAN_LEN};
 
-use crate::maps::patterns;
+use crate::{maps::patterns, packet::Packet};
 
-/// Bit mask of the patterns found in the first `n` bytes of `buf`.
+/// Where the scan reads the payload: 8-byte blocks and single bytes, each
+/// checked (`None` ends the scan).
+pub trait Bytes {
+    /// Bytes `8 * b..8 * b + 8`, byte `k` in bits `8 * k..`.
+    fn block(&self, b: usize) -> Option<u64>;
+    fn byte(&self, i: usize) -> Option<u8>;
+}
+
+/// A payload copied out of the packet.
+impl Bytes for [u8; PAYLOAD_SCAN_LEN] {
+    #[inline(always)]
+    fn block(&self, b: usize) -> Option<u64> {
+        if 8 * b + 8 > PAYLOAD_SCAN_LEN {
+            return None;
+        }
+        // SAFETY: 8 bytes within the array, checked above.
+        let raw = unsafe { read_unaligned(self.as_ptr().add(8 * b) as *const u64) };
+        Some(u64::from_le(raw))
+    }
+
+    #[inline(always)]
+    fn byte(&self, i: usize) -> Option<u8> {
+        self.get(i).copied()
+    }
+}
+
+/// A payload read where it lies in the packet, for one that is linear: no
+/// helper call and no copy.
+pub struct InPacket<'a, P> {
+    pub pkt: &'a P,
+    pub off: usize,
+}
+
+impl<P: Packet> Bytes for InPacket<'_, P> {
+    #[inline(always)]
+    fn block(&self, b: usize) -> Option<u64> {
+        self.pkt
+            .at::<8>(self.off + 8 * b)
+            .map(|h| u64::from_le(h.raw64(0)))
+    }
+
+    #[inline(always)]
+    fn byte(&self, i: usize) -> Option<u8> {
+        self.pkt.at::<1>(self.off + i).map(|h| h.u8(0))
+    }
+}
+
+/// Words of patterns in use (0 without patterns).
+#[inline(always)]
+pub fn words() -> usize {
+    // SAFETY: as in `scan`.
+    unsafe { read_volatile(&raw const (*patterns()).words) as usize }
+}
+
+/// Bit mask of the patterns found in the first `n` (at most
+/// `PAYLOAD_SCAN_LEN`) bytes of `bytes`.
 ///
 /// The words not in use are tested per byte rather than given a loop of
 /// their own per word count: with one loop per count, the benchmark's
@@ -19,7 +74,7 @@ use crate::maps::patterns;
 /// a time: one load, one loop test and one index step for 8 bytes, where
 /// a loop over bytes spent more on those than on the matching itself.
 #[inline(always)]
-pub fn scan(buf: &[u8; PAYLOAD_SCAN_LEN], n: usize) -> u32 {
+pub fn scan<B: Bytes>(bytes: &B, n: usize) -> u32 {
     let m = patterns();
     // SAFETY (every read below): the loader initialised the record in the
     // read-only data; indexes are a byte and constants.
@@ -48,10 +103,9 @@ pub fn scan(buf: &[u8; PAYLOAD_SCAN_LEN], n: usize) -> u32 {
         if b >= blocks {
             break;
         }
-        // SAFETY: b < PAYLOAD_SCAN_LEN / 8: 8 bytes within `buf`.
-        let raw = unsafe { read_unaligned(buf.as_ptr().add(8 * b) as *const u64) };
-        // Byte k of the block is bits 8k.. of its little-endian value.
-        let block = u64::from_le(raw);
+        let Some(block) = bytes.block(b) else {
+            break;
+        };
         for k in 0..8 {
             step((block >> (8 * k)) as u8);
         }
@@ -62,7 +116,7 @@ pub fn scan(buf: &[u8; PAYLOAD_SCAN_LEN], n: usize) -> u32 {
         if i >= n {
             break;
         }
-        let Some(&c) = buf.get(i) else {
+        let Some(c) = bytes.byte(i) else {
             break;
         };
         step(c);

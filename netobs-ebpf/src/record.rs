@@ -360,14 +360,23 @@ fn payload<P: Packet>(
     if !want_event && cfg.pattern_count() == 0 {
         return;
     }
-    // One copy of the payload head serves the pattern scan and the event.
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
     let n = if meta.payload_len < PAYLOAD_SCAN_LEN {
         meta.payload_len
     } else {
         PAYLOAD_SCAN_LEN
+    };
+    if !want_event && matcher::words() == 1 && n > 0 && pkt.at::<1>(off + n - 1).is_some() {
+        // Linear (XDP's always is), and the patterns fit one word: scanned
+        // where it lies, without the helper's copy (14-23 ns less on the
+        // 8-pattern row). With more words, this scan verified beside the
+        // copied one took the verifier past its million instructions (the
+        // fullest set did), so those are copied first, as events are.
+        count_patterns(matcher::scan(&matcher::InPacket { pkt, off }, n), stats);
+        return;
+    }
+    // One copy of the payload head serves the pattern scan and the event.
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
     };
     // SAFETY: per-CPU scratch buffer, PAYLOAD_SCAN_LEN bytes.
     let buf = unsafe { &mut (*scratch).payload };
@@ -380,7 +389,12 @@ fn payload<P: Packet>(
     if cfg.pattern_count() == 0 {
         return;
     }
-    let found = matcher::scan(buf, n);
+    count_patterns(matcher::scan(buf, n), stats);
+}
+
+/// Counts each pattern whose bit `found` has.
+#[inline(always)]
+fn count_patterns(found: u32, stats: *mut FlowStats) {
     if found == 0 {
         return;
     }

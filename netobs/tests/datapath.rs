@@ -486,12 +486,24 @@ fn patterns_are_found_in_plaintext_payloads() {
 
 /// The fullest set the agent takes (eight patterns of up to 32 bytes: four
 /// words in the kernel's matcher), each pattern counted exactly: alone,
-/// four in one 128-byte payload, cut one byte short, and cut by the
-/// 128-byte limit.
+/// four in one payload, cut one byte short, and cut by the 128-byte limit.
+/// The kernel copies such payloads out before it scans them.
 #[test]
 fn the_fullest_pattern_set_is_counted_exactly() {
     require_root!();
-    let lens = [32, 32, 31, 30, 29, 28, 27, 26];
+    pattern_set_is_counted_exactly(&[32, 32, 31, 30, 29, 28, 27, 26]);
+}
+
+/// The same with eight patterns that fit one word (64 bits), the set the
+/// kernel scans where it lies in the packet, 8 bytes a load: every pattern
+/// in every position of a block, and across the 128-byte limit.
+#[test]
+fn a_one_word_pattern_set_is_counted_exactly_in_place() {
+    require_root!();
+    pattern_set_is_counted_exactly(&[8; 8]);
+}
+
+fn pattern_set_is_counted_exactly(lens: &[usize]) {
     let patterns: Vec<Vec<u8>> = lens
         .iter()
         .enumerate()
@@ -509,16 +521,24 @@ fn the_fullest_pattern_set_is_counted_exactly() {
     for p in &patterns {
         h.classify(&http_in_vxlan(9, p));
     }
-    // The first four back to back: 125 bytes.
+    // The first four back to back.
     h.classify(&http_in_vxlan(9, &patterns[..4].concat()));
     // Each one byte short: nothing.
     for p in &patterns {
         h.classify(&http_in_vxlan(9, &p[..p.len() - 1]));
     }
     // The last one across the 128th byte: not searched there.
-    let mut late = vec![b'.'; 128 - 10];
-    late.extend_from_slice(&patterns[7]);
+    let last = &patterns[patterns.len() - 1];
+    let mut late = vec![b'.'; 128 - last.len() / 2];
+    late.extend_from_slice(last);
     h.classify(&http_in_vxlan(9, &late));
+    // The first one at every offset of an 8-byte block, and ending on the
+    // 128th byte.
+    for at in (1..8).chain([128 - patterns[0].len()]) {
+        let mut shifted = vec![b'.'; at];
+        shifted.extend_from_slice(&patterns[0]);
+        h.classify(&http_in_vxlan(9, &shifted));
+    }
     let f = h
         .flows()
         .into_iter()
@@ -527,7 +547,11 @@ fn the_fullest_pattern_set_is_counted_exactly() {
     for (i, p) in patterns.iter().enumerate() {
         let name = String::from_utf8_lossy(p).into_owned();
         // Each packet runs through TC and through XDP.
-        let want = if i < 4 { 4 } else { 2 };
+        let want = match i {
+            0 => 2 * (2 + 8),
+            1..4 => 4,
+            _ => 2,
+        };
         assert_eq!(f.pattern_hits.get(&name), Some(&want), "{name}");
     }
 }
