@@ -142,6 +142,20 @@ pub fn scan<B: Bytes>(bytes: &B, n: usize) -> u32 {
             step(c);
         }
     }
+    // Whether any pattern ended: one test a word, and most payloads hold
+    // none; only then which.
+    let mut any = 0;
+    for (w, &bits) in seen.iter().enumerate() {
+        if w < words {
+            any |= bits & unsafe { read_volatile(&raw const (*m).ends[w]) };
+        }
+    }
+    if any == 0 {
+        return 0;
+    }
+    // A copy made here, whole: indexing `seen` itself by a value from the
+    // record kept it in memory from the start, zeroed by a call to memset.
+    let at = core::hint::black_box(seen);
     let mut found = 0;
     for (p, bit) in (0..MAX_PATTERNS).zip(0u32..) {
         let (end, word) = unsafe {
@@ -150,12 +164,8 @@ pub fn scan<B: Bytes>(bytes: &B, n: usize) -> u32 {
                 read_volatile(&raw const (*m).pattern_word[p]) as usize,
             )
         };
-        // Constant indexes only: an index from the record would keep
-        // `seen` in memory, zeroed by a call to a byte-loop memset.
-        for (w, &bits) in seen.iter().enumerate() {
-            if w == word && bits & end != 0 {
-                found |= 1 << bit;
-            }
+        if at[word % MATCHER_WORDS] & end != 0 {
+            found |= 1 << bit;
         }
     }
     found

@@ -539,6 +539,14 @@ fn pattern_set_is_counted_exactly(lens: &[usize]) {
         shifted.extend_from_slice(&patterns[0]);
         h.classify(&http_in_vxlan(9, &shifted));
     }
+    // (The programs are loaded by now.) The heaviest configurations to verify: each program loads with 15%
+    // of the verifier's million instructions to spare, so that a change
+    // which walks the scan more often fails here, not on a user's kernel.
+    let verified = h.dp.verified_instructions();
+    assert_eq!(verified.len(), 3, "{verified:?}");
+    for (name, count) in verified {
+        assert!(count <= 850_000, "{name}: {count} instructions verified");
+    }
     let f = h
         .flows()
         .into_iter()

@@ -299,6 +299,9 @@ pub struct Matcher {
     pub masks: [[u64; MATCHER_WORDS]; 256],
     /// Each pattern's first bit, by word.
     pub starts: [u64; MATCHER_WORDS],
+    /// Each pattern's last bit, by word: whether any pattern occurred is
+    /// one test a word, and most payloads hold none.
+    pub ends: [u64; MATCHER_WORDS],
     /// Pattern `i`'s last bit in its word (0: no such pattern).
     pub pattern_end: [u64; MAX_PATTERNS],
     /// Pattern `i`'s word.
@@ -313,6 +316,7 @@ impl Matcher {
         Matcher {
             masks: [[0; MATCHER_WORDS]; 256],
             starts: [0; MATCHER_WORDS],
+            ends: [0; MATCHER_WORDS],
             pattern_end: [0; MAX_PATTERNS],
             pattern_word: [0; MAX_PATTERNS],
             words: 0,

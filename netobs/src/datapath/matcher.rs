@@ -46,6 +46,7 @@ pub fn compile(patterns: &[Vec<u8>]) -> Result<Matcher, PatternError> {
         }
         let last = 1u64 << (first + p.len() - 1);
         m.starts[w] |= 1 << first;
+        m.ends[w] |= last;
         m.pattern_end[i] = last;
         m.pattern_word[i] = w as u32;
         used[w] += p.len();

@@ -422,6 +422,19 @@ impl Datapath {
         &self.patterns
     }
 
+    /// The instructions the verifier walked for each packet program (its
+    /// limit is a million per program): what a configuration costs to
+    /// load, and how far it is from failing to.
+    pub fn verified_instructions(&self) -> Vec<(&'static str, u32)> {
+        [names::TC_INGRESS, names::TC_EGRESS, names::XDP]
+            .into_iter()
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((name, info.verified_instruction_count()?))
+            })
+            .collect()
+    }
+
     pub(crate) fn classifier(
         &mut self,
         name: &'static str,
