@@ -23,7 +23,7 @@ fn ns(d: Duration) -> f64 {
     d.as_secs_f64() * 1e9
 }
 
-/// Which load a row runs on.
+/// Which load a row runs on (its index in `loads`).
 #[derive(Clone, Copy, PartialEq)]
 enum Load {
     Plain,
@@ -32,6 +32,60 @@ enum Load {
     /// Without the fixed-offset parser (`fast_parse`): the general
     /// parser's cost, beside the fast path's in the same run.
     General,
+}
+
+impl Load {
+    const ALL: [Load; 3] = [Load::Plain, Load::Patterns, Load::General];
+
+    fn options(self) -> Options {
+        // No events: the ring would fill and the cost of a full ring is not
+        // the cost of a packet.
+        let no_events = Options {
+            http_events: false,
+            new_flow_events: false,
+            ..Options::default()
+        };
+        match self {
+            Load::Plain => no_events,
+            Load::Patterns => Options {
+                patterns: [
+                    "password",
+                    "token=",
+                    "Authorization",
+                    "SELECT ",
+                    "secret",
+                    "BEGIN RSA",
+                    "api_key",
+                    "zzzz",
+                ]
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
+                ..no_events
+            },
+            Load::General => Options {
+                fast_path: false,
+                ..no_events
+            },
+        }
+    }
+}
+
+/// One datapath per `Load`, in `Load::ALL`'s order, from `object` (another
+/// build) or the embedded one.
+fn loads(object: Option<&[u8]>) -> Vec<Datapath> {
+    Load::ALL
+        .iter()
+        .map(|load| {
+            let opts = load.options();
+            let mut dp = match object {
+                Some(o) => Datapath::load_object(&opts, o).expect("loading NETOBS_BENCH_AB"),
+                None => Datapath::load(&opts).expect("loading the datapath (root needed)"),
+            };
+            dp.register_interface(1).expect("lo");
+            dp
+        })
+        .collect()
 }
 
 fn kinds() -> Vec<(&'static str, Vec<u8>, Load)> {
@@ -104,42 +158,7 @@ fn main() {
     if !netobs_tests::privilege::require_root("bench datapath") {
         return;
     }
-    let plain = Options::default();
-    let patterns = Options {
-        patterns: [
-            "password",
-            "token=",
-            "Authorization",
-            "SELECT ",
-            "secret",
-            "BEGIN RSA",
-            "api_key",
-            "zzzz",
-        ]
-        .iter()
-        .map(|p| p.as_bytes().to_vec())
-        .collect(),
-        // No events: the ring would fill and the cost of a full ring is not
-        // the cost of a packet.
-        http_events: false,
-        new_flow_events: false,
-        ..Options::default()
-    };
-    let no_events = Options {
-        http_events: false,
-        new_flow_events: false,
-        ..plain
-    };
-    let general = Options {
-        fast_path: false,
-        ..no_events.clone()
-    };
-    let mut dp = Datapath::load(&no_events).expect("loading the datapath (root needed)");
-    let mut dp_patterns = Datapath::load(&patterns).expect("loading the datapath");
-    let mut dp_general = Datapath::load(&general).expect("loading the datapath");
-    dp.register_interface(1).expect("lo");
-    dp_patterns.register_interface(1).expect("lo");
-    dp_general.register_interface(1).expect("lo");
+    let mut dps = loads(None);
     // NETOBS_BENCH_AB=path/to/other.bpf.o: another build of the kernel
     // programs (same records), run alternated with this one and reported
     // beside it: a change's effect, without the drift between two runs.
@@ -160,13 +179,7 @@ fn main() {
     let mut ab = ab_object.as_ref().map(|(words, len)| {
         // SAFETY: the first len bytes of words are the file.
         let object = unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, *len) };
-        let mut a = Datapath::load_object(&no_events, object).expect("loading NETOBS_BENCH_AB");
-        let mut b = Datapath::load_object(&patterns, object).expect("loading NETOBS_BENCH_AB");
-        let mut c = Datapath::load_object(&general, object).expect("loading NETOBS_BENCH_AB");
-        a.register_interface(1).expect("lo");
-        b.register_interface(1).expect("lo");
-        c.register_interface(1).expect("lo");
-        (a, b, c)
+        loads(Some(object))
     });
 
     // `cargo bench --bench datapath -- WORD` measures only the packets
@@ -188,11 +201,7 @@ fn main() {
         if only.as_ref().is_some_and(|w| !name.contains(w.as_str())) {
             continue;
         }
-        let d = match load {
-            Load::Plain => &mut dp,
-            Load::Patterns => &mut dp_patterns,
-            Load::General => &mut dp_general,
-        };
+        let d = &mut dps[load as usize];
         let run = RunPacket::new(&pkt);
         let time = |d: &mut Datapath, xdp: bool| {
             ns(if xdp {
@@ -212,15 +221,8 @@ fn main() {
                 full.push(f);
                 empty.push(e);
                 diff.push(f - e);
-                if let Some((a, b, c)) = ab.as_mut() {
-                    let other = time(
-                        match load {
-                            Load::Plain => a,
-                            Load::Patterns => b,
-                            Load::General => c,
-                        },
-                        xdp,
-                    );
+                if let Some(others) = ab.as_mut() {
+                    let other = time(&mut others[load as usize], xdp);
                     ab_diff.push(other - e);
                     // Paired with the run just before it: drift cancels.
                     paired.push(other - f);
