@@ -73,7 +73,7 @@ pub fn classify<P: Packet>(
     match h.u8(OUTER_IP + 9) {
         IPPROTO_UDP => {
             if let Some(v) = pkt.at::<VXLAN_LEN>(0) {
-                let head = |class| head(pkt, direction, class);
+                let head = || head(pkt, direction, Class::Vxlan);
                 if let Some(class) = vxlan(v, pkt.len(), cfg, head, meta) {
                     return Some(class);
                 }
@@ -153,13 +153,7 @@ fn head<P: Packet>(pkt: &P, direction: Direction, class: Class) -> u64 {
 }
 
 #[inline(always)]
-fn vxlan(
-    h: Hdr,
-    len: usize,
-    cfg: &Cfg,
-    head: impl Fn(Class) -> u64,
-    meta: &mut Meta,
-) -> Option<Class> {
+fn vxlan(h: Hdr, len: usize, cfg: &Cfg, head: impl Fn() -> u64, meta: &mut Meta) -> Option<Class> {
     let total = outer_ipv4(h, len)?;
     if !is_data_path_port(cfg, h.be16(OUTER_UDP + 2))
         || h.be16(OUTER_UDP + 4) as usize != total - 20
@@ -200,7 +194,7 @@ fn vxlan(
     write_key(
         key,
         FlowKey::ipv4_quads(
-            head(Class::Vxlan),
+            head(),
             outer_addresses(h),
             FlowKey::mid_quad(h.be32(VXLAN + 4) >> 8, proto, ENCAP_NONE),
             [h.raw32(INNER_IP + 12), h.raw32(INNER_IP + 16)],

@@ -185,7 +185,6 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
         "netobs xdp" => Some("xdp"),
         _ => None,
     };
-    let mut baseline = None;
     let start = link::stats(ns, dev).expect("link stats");
     let mut proc = match observer {
         "none" => None,
@@ -225,25 +224,22 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
         wait_attached(ns);
     }
     std::thread::sleep(WARMUP);
-    if netobs_mode == Some("tc") {
-        baseline = Some(Baseline::attach(ns, dev, BaselineProgram::Tc));
-    }
-    if observer == "empty xdp" {
-        baseline = Some(Baseline::attach(ns, dev, BaselineProgram::Xdp));
-    }
-    if observer == "touch xdp" {
-        baseline = Some(Baseline::attach(ns, dev, BaselineProgram::XdpTouch));
-    }
     // Whose run time is whose: netobs's TC programs against the empty
     // classifier beside them; its XDP program against the empty XDP
     // program, alone on the hook in its own runs.
-    let (mine, empty) = match observer {
-        "netobs tc" => ("netobs_tc_", "bench_tc_empty"),
-        "netobs xdp" => ("netobs_xdp", "-"),
-        "empty xdp" => ("-", "bench_xdp_empty"),
-        "touch xdp" => ("-", "bench_xdp_touch"),
-        _ => ("-", "-"),
+    let baseline_program = match observer {
+        "netobs tc" => Some(BaselineProgram::Tc),
+        "empty xdp" => Some(BaselineProgram::Xdp),
+        "touch xdp" => Some(BaselineProgram::XdpTouch),
+        _ => None,
     };
+    let mut baseline = baseline_program.map(|program| Baseline::attach(ns, dev, program));
+    let mine = match observer {
+        "netobs tc" => "netobs_tc_",
+        "netobs xdp" => "netobs_xdp",
+        _ => "-",
+    };
+    let empty = baseline_program.map_or("-", BaselineProgram::program);
     let pid = proc.as_ref().and_then(|p| p.pid());
     let cpu0 = pid.map(ticks).unwrap_or(0);
     let machine0 = machine_ticks();

@@ -274,14 +274,9 @@ impl Datapath {
             links: Vec::new(),
             created_clsact: false,
         };
-        let xdp = match baseline {
-            BaselineProgram::Tc => None,
-            BaselineProgram::Xdp => Some(names::BENCH_XDP_EMPTY),
-            BaselineProgram::XdpTouch => Some(names::BENCH_XDP_TOUCH),
-        };
-        if let Some(name) = xdp {
+        if !matches!(baseline, BaselineProgram::Tc) {
             // Native, where `--mode xdp` attaches first.
-            self.attach_xdp_named(&mut att, XdpMode::Driver, name)?;
+            self.attach_xdp_named(&mut att, XdpMode::Driver, baseline.program())?;
             att.ingress = IngressHook::XdpNative;
             return Ok(att);
         }
@@ -367,4 +362,15 @@ pub enum BaselineProgram {
     Xdp,
     /// XDP reading the packet's first two cache lines and nothing else.
     XdpTouch,
+}
+
+impl BaselineProgram {
+    /// The program's name in the object (whose run time `bpf_stats` gives).
+    pub fn program(self) -> &'static str {
+        match self {
+            BaselineProgram::Tc => names::BENCH_TC_EMPTY,
+            BaselineProgram::Xdp => names::BENCH_XDP_EMPTY,
+            BaselineProgram::XdpTouch => names::BENCH_XDP_TOUCH,
+        }
+    }
 }
