@@ -7,6 +7,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod bench;
 mod checksum;
 mod drops;
 mod fast_parse;
@@ -96,33 +97,46 @@ pub fn clock_probe(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Baseline for `cargo xtask bench`: the TC hook doing nothing. Never
-/// attached; the agent only runs it through BPF_PROG_TEST_RUN.
+// The benchmarks' baselines (`bench`): never attached by the agent; the
+// benchmarks run them through BPF_PROG_TEST_RUN or attach them beside
+// netobs's programs.
 #[classifier]
 pub fn bench_tc_empty(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Baseline for `cargo xtask bench`: the XDP hook doing nothing.
 #[xdp]
 pub fn bench_xdp_empty(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Baseline for the live benchmark: XDP reading one byte of each of the
-/// packet's first two cache lines, where netobs reads its headers, and
-/// nothing else. On a real interface the first program to read a packet
-/// pays for bringing it into cache, whatever it does with it; this tells
-/// that cost from netobs's own.
 #[xdp]
 pub fn bench_xdp_touch(ctx: XdpContext) -> u32 {
-    use crate::packet::Packet;
-    let pkt = Xdp::new(&ctx);
-    if let Some(h) = pkt.at::<65>(0) {
-        core::hint::black_box(h.u8(0) ^ h.u8(64));
-    } else if let Some(h) = pkt.at::<1>(0) {
-        core::hint::black_box(h.u8(0));
-    }
+    bench::touch(&Xdp::new(&ctx));
+    xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn bench_tc_counter(ctx: TcContext) -> i32 {
+    bench::counter(ctx.len() as u64);
+    TC_ACT_UNSPEC
+}
+
+#[xdp]
+pub fn bench_xdp_counter(ctx: XdpContext) -> u32 {
+    bench::counter((ctx.data_end() - ctx.data()) as u64);
+    xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn bench_tc_naive(ctx: TcContext) -> i32 {
+    bench::naive(&Tc::new(&ctx), ctx.len() as u64);
+    TC_ACT_UNSPEC
+}
+
+#[xdp]
+pub fn bench_xdp_naive(ctx: XdpContext) -> u32 {
+    bench::naive(&Xdp::new(&ctx), (ctx.data_end() - ctx.data()) as u64);
     xdp_action::XDP_PASS
 }
 

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use netobs_common::{
     CacheSlot, ChecksumKey, Config, Counter, DropKey, FlowKey, FlowStats, GossipKey, Matcher,
-    RateLimit, COUNTER_SLOTS, DEFAULT_FLOW_CACHE_SLOTS, MAX_CHECKSUM_KEYS, MAX_DROP_KEYS,
-    MAX_GOSSIP_PEERS, MAX_IFINDEX, PAYLOAD_SCAN_LEN, STAT_COUNT,
+    RateLimit, CLASS_COUNT, COUNTER_SLOTS, DEFAULT_FLOW_CACHE_SLOTS, MAX_CHECKSUM_KEYS,
+    MAX_DROP_KEYS, MAX_GOSSIP_PEERS, MAX_IFINDEX, PAYLOAD_SCAN_LEN, STAT_COUNT,
 };
 
 #[unsafe(no_mangle)]
@@ -97,6 +97,11 @@ pub struct Scratch {
 /// flow key: too big for the 512-byte stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The benchmarks' counter and naive classifier (`bench`), by class.
+#[map]
+pub static BENCH_COUNTS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(CLASS_COUNT as u32, 0);
 
 #[map]
 pub static RATE: PerCpuArray<RateLimit> = PerCpuArray::with_max_entries(1, 0);

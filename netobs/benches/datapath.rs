@@ -1,11 +1,14 @@
 //! Per-packet cost of the kernel programs, through BPF_PROG_TEST_RUN with a
 //! large repeat count, against a do-nothing program on the same hook and the
-//! same packet, alternated in the same run. Medians of several runs.
+//! same packet, alternated in the same run. Medians of several runs. Then
+//! the same for two programs that do less (`netobs-ebpf/src/bench.rs`): one
+//! per-CPU counter, and issue #10's naive classifier, on the packets the
+//! targets name.
 //!
 //! Run by `cargo xtask bench`; writes `$NETOBS_BENCH_DIR/datapath.json`.
 use std::time::Duration;
 
-use netobs::datapath::{testrun::RunPacket, Datapath, Options};
+use netobs::datapath::{attach::BaselineProgram, testrun::RunPacket, Datapath, Options};
 use netobs_common::Direction;
 use netobs_tests::packets::{self, Net};
 use serde_json::json;
@@ -242,12 +245,67 @@ fn main() {
             rows.push(json!({"packet": name, "hook": hook, "netobs_ns": f, "empty_ns": e, "overhead_ns": o}));
         }
     }
+    let baselines = baselines(&mut dps[Load::Plain as usize], only.as_deref(), runs);
     let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());
     let _ = std::fs::create_dir_all(&dir);
-    let out = json!({"repeat": REPEAT, "runs": runs, "statistic": "median", "rows": rows});
+    let out = json!({"repeat": REPEAT, "runs": runs, "statistic": "median", "rows": rows, "baselines": baselines});
     std::fs::write(
         format!("{dir}/datapath.json"),
         serde_json::to_string_pretty(&out).unwrap_or_default(),
     )
     .expect("writing datapath.json");
+}
+
+/// The counter's and the naive classifier's overhead over the empty program
+/// (median of alternated runs), on the packets the targets name: what the
+/// targets ask of netobs, next to what doing less costs.
+fn baselines(dp: &mut Datapath, only: Option<&str>, runs: usize) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let wanted: Vec<_> = kinds()
+        .into_iter()
+        .filter(|(name, _, load)| {
+            *load == Load::Plain
+                && ["plain TCP (not overlay)", "VXLAN, inner TCP", "ESP"].contains(name)
+                && only.is_none_or(|w| name.contains(w))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return out;
+    }
+    println!("\n| packet | hook | counter overhead ns | naive classifier overhead ns |");
+    println!("|---|---|---:|---:|");
+    for (name, pkt, _) in wanted {
+        let run = RunPacket::new(&pkt);
+        for (hook, empty, counter, naive) in [
+            (
+                "tc",
+                BaselineProgram::Tc,
+                BaselineProgram::TcCounter,
+                BaselineProgram::TcNaive,
+            ),
+            (
+                "xdp",
+                BaselineProgram::Xdp,
+                BaselineProgram::XdpCounter,
+                BaselineProgram::XdpNaive,
+            ),
+        ] {
+            let mut time = |b| {
+                ns(dp
+                    .run_baseline(b, &run, REPEAT)
+                    .expect("baseline run")
+                    .duration)
+            };
+            let (mut c, mut n) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let e = time(empty);
+                c.push(time(counter) - e);
+                n.push(time(naive) - e);
+            }
+            let (c, n) = (median(c), median(n));
+            println!("| {name} | {hook} | {c:.1} | {n:.1} |");
+            out.push(json!({"packet": name, "hook": hook, "counter_overhead_ns": c, "naive_overhead_ns": n}));
+        }
+    }
+    out
 }

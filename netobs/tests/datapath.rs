@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use netobs::{
     datapath::{
+        attach::BaselineProgram,
         events::{self, CapturePaths},
         testrun::{RunPacket, MAX_RUN_DATA},
         Datapath, Options,
@@ -998,5 +999,69 @@ fn inner_syn_checksums_are_judged_on_ingress() {
         seen,
         vec![(CSUM_OK, 4), (CSUM_PARTIAL, 2), (CSUM_BAD, 2)],
         "IPv4 right and IPv6 right, never filled in, wrong"
+    );
+}
+
+/// The benchmarks' baselines load on both hooks, pass every packet, and the
+/// counter and the naive classifier count exactly what they were given: a
+/// live comparison with them is a comparison with programs that work.
+#[test]
+fn benchmark_baselines_pass_and_count_exactly() {
+    require_root!();
+    let mut h = Harness::default();
+    let vxlan = http_in_vxlan(42, b"GET / HTTP/1.1\r\n\r\n");
+    let esp = packets::esp(&Net::nodes(), 0x1234, 7);
+    let plain = packets::udp(&Net::nodes(), 1234, 53, &[0; 30]);
+    let packets = [(&vxlan, 3u64), (&esp, 5), (&plain, 7)];
+    let mut bytes = 0;
+    for (p, n) in packets {
+        bytes += p.len() as u64 * n;
+    }
+    let mut expected = [(0u64, 0u64); 4];
+    for (hook, counter, naive, empty, pass) in [
+        (
+            "tc",
+            BaselineProgram::TcCounter,
+            BaselineProgram::TcNaive,
+            BaselineProgram::Tc,
+            TC_PASS,
+        ),
+        (
+            "xdp",
+            BaselineProgram::XdpCounter,
+            BaselineProgram::XdpNaive,
+            BaselineProgram::Xdp,
+            XDP_PASS,
+        ),
+    ] {
+        for (p, n) in packets {
+            let run = RunPacket::new(p);
+            for b in [counter, naive, empty, BaselineProgram::XdpTouch] {
+                if b == BaselineProgram::XdpTouch && hook == "tc" {
+                    continue;
+                }
+                let r = h.dp.run_baseline(b, &run, n as u32).expect("baseline run");
+                assert_eq!(r.return_value, pass, "{b:?} on {hook}");
+            }
+        }
+        // The counter counts everything as one; the naive classifier by class.
+        expected[Class::Other as usize].0 += 15 + 7;
+        expected[Class::Other as usize].1 += bytes + plain.len() as u64 * 7;
+        expected[Class::Vxlan as usize].0 += 3;
+        expected[Class::Vxlan as usize].1 += vxlan.len() as u64 * 3;
+        expected[Class::Esp as usize].0 += 5;
+        expected[Class::Esp as usize].1 += esp.len() as u64 * 5;
+        let got: Vec<(u64, u64)> =
+            h.dp.baseline_counts()
+                .expect("reading the baselines' counts")
+                .iter()
+                .map(|c| (c.packets, c.bytes))
+                .collect();
+        assert_eq!(got, expected, "after the {hook} runs");
+    }
+    assert_eq!(
+        h.class_counts().iter().map(|c| c.0).sum::<u64>(),
+        0,
+        "the baselines do not touch netobs's counters"
     );
 }

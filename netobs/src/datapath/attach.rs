@@ -258,10 +258,10 @@ impl Datapath {
         Ok(att)
     }
 
-    /// Attaches the do-nothing TC program on both directions of `iface`,
-    /// after whatever is there (or an XDP baseline, alone on its hook): the
-    /// baselines that `bpf_stats` figures of the real programs are compared
-    /// with in the live benchmark.
+    /// Attaches a benchmark baseline on `iface`: a TC baseline on both
+    /// directions, after whatever is there, and the do-nothing classifier
+    /// after it (what `bpf_stats` figures are compared with in the same
+    /// run); an XDP baseline alone on its hook.
     pub fn attach_baseline(
         &mut self,
         iface: &str,
@@ -274,13 +274,16 @@ impl Datapath {
             links: Vec::new(),
             created_clsact: false,
         };
-        if !matches!(baseline, BaselineProgram::Tc) {
+        if !baseline.is_tc() {
             // Native, where `--mode xdp` attaches first.
             self.attach_xdp_named(&mut att, XdpMode::Driver, baseline.program())?;
             att.ingress = IngressHook::XdpNative;
             return Ok(att);
         }
         for d in Direction::ALL {
+            if baseline.program() != names::BENCH_TC_EMPTY {
+                self.attach_tc_named(&mut att, d, baseline.program())?;
+            }
             self.attach_tc_named(&mut att, d, names::BENCH_TC_EMPTY)?;
         }
         Ok(att)
@@ -353,15 +356,24 @@ impl Datapath {
     }
 }
 
-/// The live benchmark's baselines (`Datapath::attach_baseline`).
-#[derive(Clone, Copy, Debug)]
+/// The live benchmark's baselines (`Datapath::attach_baseline`; what each
+/// tells is said in the kernel's `bench.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BaselineProgram {
     /// The do-nothing classifier on both TC hooks.
     Tc,
+    /// One per-CPU counter on both TC hooks.
+    TcCounter,
+    /// Issue #10's naive classifier on both TC hooks.
+    TcNaive,
     /// The do-nothing XDP program.
     Xdp,
     /// XDP reading the packet's first two cache lines and nothing else.
     XdpTouch,
+    /// One per-CPU counter in XDP.
+    XdpCounter,
+    /// The naive classifier in XDP.
+    XdpNaive,
 }
 
 impl BaselineProgram {
@@ -369,8 +381,20 @@ impl BaselineProgram {
     pub fn program(self) -> &'static str {
         match self {
             BaselineProgram::Tc => names::BENCH_TC_EMPTY,
+            BaselineProgram::TcCounter => names::BENCH_TC_COUNTER,
+            BaselineProgram::TcNaive => names::BENCH_TC_NAIVE,
             BaselineProgram::Xdp => names::BENCH_XDP_EMPTY,
             BaselineProgram::XdpTouch => names::BENCH_XDP_TOUCH,
+            BaselineProgram::XdpCounter => names::BENCH_XDP_COUNTER,
+            BaselineProgram::XdpNaive => names::BENCH_XDP_NAIVE,
         }
+    }
+
+    /// Attached on the TC hooks (else on XDP).
+    pub fn is_tc(self) -> bool {
+        matches!(
+            self,
+            BaselineProgram::Tc | BaselineProgram::TcCounter | BaselineProgram::TcNaive
+        )
     }
 }

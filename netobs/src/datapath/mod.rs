@@ -39,6 +39,13 @@ pub mod names {
     pub const BENCH_XDP_EMPTY: &str = "bench_xdp_empty";
     /// XDP reading the packet's first two cache lines and nothing else.
     pub const BENCH_XDP_TOUCH: &str = "bench_xdp_touch";
+    /// One per-CPU counter, nothing read from the packet.
+    pub const BENCH_TC_COUNTER: &str = "bench_tc_counter";
+    pub const BENCH_XDP_COUNTER: &str = "bench_xdp_counter";
+    /// Issue #10's naive classifier: outer headers copied out, a counter
+    /// per class, no flow table.
+    pub const BENCH_TC_NAIVE: &str = "bench_tc_naive";
+    pub const BENCH_XDP_NAIVE: &str = "bench_xdp_naive";
     /// Reads the tick count and the monotonic clock together (test runs only).
     pub const CLOCK_PROBE: &str = "clock_probe";
     /// On `skb:kfree_skb`, and that tracepoint's name.
@@ -56,6 +63,8 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const STATS: &str = "STATS";
+    /// The counter and naive baselines' counts, by class.
+    pub const BENCH_COUNTS: &str = "BENCH_COUNTS";
     pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
     pub const FLOWS: &str = "FLOWS";
     pub const FLOW_CACHE: &str = "FLOW_CACHE";

@@ -18,15 +18,22 @@ pub type Counters = Vec<Counter>;
 
 impl Datapath {
     pub fn counters(&self) -> Result<Counters, DatapathError> {
-        let map: PerCpuArray<_, Counter> = map_ref(self.ebpf(), names::COUNTERS)?;
-        let mut out = vec![Counter::default(); COUNTER_SLOTS];
+        self.summed_counters(names::COUNTERS, COUNTER_SLOTS)
+    }
+
+    /// The `n` first entries of the per-CPU counter array `name`, each
+    /// summed over the CPUs.
+    pub(crate) fn summed_counters(
+        &self,
+        name: &'static str,
+        n: usize,
+    ) -> Result<Vec<Counter>, DatapathError> {
+        let map: PerCpuArray<_, Counter> = map_ref(self.ebpf(), name)?;
+        let mut out = vec![Counter::default(); n];
         for (i, slot) in out.iter_mut().enumerate() {
             let per_cpu = map
                 .get(&(i as u32), 0)
-                .map_err(|source| DatapathError::Map {
-                    name: names::COUNTERS,
-                    source,
-                })?;
+                .map_err(|source| DatapathError::Map { name, source })?;
             for c in per_cpu.iter() {
                 slot.packets += c.packets;
                 slot.bytes += c.bytes;

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use aya::programs::{TestRun, TestRunOptions};
-use netobs_common::{Direction, REPLAY_CB_LEN, REPLAY_CB_TS_HI, REPLAY_CB_TS_LO};
+use netobs_common::{
+    Counter, Direction, CLASS_COUNT, REPLAY_CB_LEN, REPLAY_CB_TS_HI, REPLAY_CB_TS_LO,
+};
 
-use super::{names, Datapath, DatapathError};
+use super::{attach::BaselineProgram, names, Datapath, DatapathError};
 
 /// Bytes of a packet handed to the kernel. BPF_PROG_TEST_RUN takes at most a
 /// page minus skb overhead; every header the parser reads fits well within
@@ -146,11 +148,32 @@ impl Datapath {
         packet: &RunPacket<'_>,
         repeat: u32,
     ) -> Result<RunResult, DatapathError> {
-        if xdp {
-            self.run_xdp_named(names::BENCH_XDP_EMPTY, packet.data, repeat)
+        let empty = if xdp {
+            BaselineProgram::Xdp
         } else {
-            self.run_skb(names::BENCH_TC_EMPTY, packet, repeat)
+            BaselineProgram::Tc
+        };
+        self.run_baseline(empty, packet, repeat)
+    }
+
+    /// Runs one of the benchmarks' baselines (`BaselineProgram`) on `packet`.
+    pub fn run_baseline(
+        &mut self,
+        baseline: BaselineProgram,
+        packet: &RunPacket<'_>,
+        repeat: u32,
+    ) -> Result<RunResult, DatapathError> {
+        if baseline.is_tc() {
+            self.run_skb(baseline.program(), packet, repeat)
+        } else {
+            self.run_xdp_named(baseline.program(), packet.data, repeat)
         }
+    }
+
+    /// What the counter and naive baselines counted since load, by
+    /// `Class` (the counter counts as `Class::Other`), summed over CPUs.
+    pub fn baseline_counts(&self) -> Result<Vec<Counter>, DatapathError> {
+        self.summed_counters(names::BENCH_COUNTS, CLASS_COUNT)
     }
 
     fn run_xdp_named(
