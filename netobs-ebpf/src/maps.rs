@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use netobs_common::{
     CacheSlot, ChecksumKey, Config, Counter, DropKey, FlowKey, FlowStats, GossipKey, Matcher,
-    RateLimit, CLASS_COUNT, COUNTER_SLOTS, DEFAULT_FLOW_CACHE_SLOTS, MAX_CHECKSUM_KEYS,
-    MAX_DROP_KEYS, MAX_GOSSIP_PEERS, MAX_IFINDEX, PAYLOAD_SCAN_LEN, STAT_COUNT,
+    RateLimit, CLASS_COUNT, COUNTER_SLOTS, DEFAULT_FLOW_CACHE_SLOTS, EVENTS_RING_BYTES,
+    MAX_CHECKSUM_KEYS, MAX_DROP_KEYS, MAX_GOSSIP_PEERS, MAX_IFINDEX, PAYLOAD_SCAN_LEN, STAT_COUNT,
 };
 
 #[unsafe(no_mangle)]
@@ -67,7 +67,7 @@ pub static CHECKSUMS: HashMap<ChecksumKey, u64> = HashMap::with_max_entries(MAX_
 pub static DROPS: HashMap<DropKey, u64> = HashMap::with_max_entries(MAX_DROP_KEYS, 0);
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 /// The user patterns (see `netobs_common::Matcher`), written by the agent
 /// before load into the read-only data, like `CONFIG`: the verifier knows

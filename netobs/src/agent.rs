@@ -346,6 +346,12 @@ struct EventSink {
     last_requests: LastRequests,
 }
 
+/// How often the event ring is drained without being woken: the kernel
+/// wakes the agent only once a quarter of the ring is unread
+/// (`netobs_common::EVENTS_WAKEUP_BYTES`), so an event waits at most this
+/// long to be seen.
+pub const EVENTS_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
 async fn drain_events(
     ring: RingBuf<MapData>,
     sink: EventSink,
@@ -357,37 +363,51 @@ async fn drain_events(
         .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
     let clock = Clock::monotonic_now();
     loop {
-        let mut guard = fd.readable_mut().await.context("waiting for events")?;
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            let Some(e) = events::decode(&item) else {
-                continue;
-            };
-            let http = e.kind == netobs_common::EVENT_HTTP_REQUEST;
-            let flow = Flow::from_raw(&e.key, &Default::default(), &[], clock);
-            if http {
-                sink.last_requests
-                    .insert(flow.sort_key(), events::snippet(&e, sink.paths));
+        match tokio::time::timeout(EVENTS_DRAIN_INTERVAL, fd.readable_mut()).await {
+            Ok(guard) => {
+                let mut guard = guard.context("waiting for events")?;
+                drain_ring(guard.get_inner_mut(), &sink, &inv, clock);
+                guard.clear_ready();
             }
-            if let Some(out) = &sink.out {
-                let inv = inv.borrow().clone();
-                let event = FlowEvent {
-                    event: if http {
-                        EventKind::HttpRequest
-                    } else {
-                        EventKind::NewPlaintextFlow
-                    },
-                    time: clock.unix_seconds(e.timestamp_ns),
-                    labels: Labeler::new(&inv).label(&flow),
-                    method: http.then(|| method_name(e.http_method).to_owned()),
-                    request: http.then(|| events::snippet(&e, sink.paths)),
-                    truncated: http && e.snippet_truncated != 0,
-                    flow,
-                };
-                out(Output::Event(&event));
-            }
+            Err(_) => drain_ring(fd.get_mut(), &sink, &inv, clock),
         }
-        guard.clear_ready();
+    }
+}
+
+/// Hands every event in the ring on.
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    sink: &EventSink,
+    inv: &inventory::InventoryRx,
+    clock: Clock,
+) {
+    while let Some(item) = ring.next() {
+        let Some(e) = events::decode(&item) else {
+            continue;
+        };
+        let http = e.kind == netobs_common::EVENT_HTTP_REQUEST;
+        let flow = Flow::from_raw(&e.key, &Default::default(), &[], clock);
+        if http {
+            sink.last_requests
+                .insert(flow.sort_key(), events::snippet(&e, sink.paths));
+        }
+        if let Some(out) = &sink.out {
+            let inv = inv.borrow().clone();
+            let event = FlowEvent {
+                event: if http {
+                    EventKind::HttpRequest
+                } else {
+                    EventKind::NewPlaintextFlow
+                },
+                time: clock.unix_seconds(e.timestamp_ns),
+                labels: Labeler::new(&inv).label(&flow),
+                method: http.then(|| method_name(e.http_method).to_owned()),
+                request: http.then(|| events::snippet(&e, sink.paths)),
+                truncated: http && e.snippet_truncated != 0,
+                flow,
+            };
+            out(Output::Event(&event));
+        }
     }
 }
 
