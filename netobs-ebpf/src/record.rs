@@ -559,17 +559,22 @@ fn http_event(
     submit(entry);
 }
 
-/// Hands an event to the agent, waking it only once a quarter of the ring
-/// is unread. By default the kernel wakes the reader on every event it
-/// submits while the reader has caught up, which it nearly always has: an
-/// interrupt this CPU raises on itself (irq_work), in a VM an exit to the
-/// hypervisor. Under keep-alive HTTP on this VM that was 92% of the egress
-/// program's time (`perf`, 2026-12-03). The agent drains the ring on a
-/// timer as well, so no event waits longer than that.
+/// Hands an event to the agent, waking it once each time the unread data
+/// crosses a quarter of the ring. By default the kernel wakes the reader
+/// on every event it submits while the reader has caught up, which it
+/// nearly always has: an interrupt this CPU raises on itself (irq_work), in
+/// a VM an exit to the hypervisor. Under keep-alive HTTP on this VM that
+/// was 92% of the egress program's time (`perf`, 2026-12-03). A wakeup on
+/// every event past the quarter came back whenever the agent was slow to
+/// drain (HTTP on a connection each: three events a request); one at the
+/// crossing is enough, and the agent drains the ring on a timer as well.
 #[inline(always)]
 fn submit(entry: aya_ebpf::maps::ring_buf::RingBufEntry<Event>) {
+    // The ring counts this record (reserved, with its 8-byte header, its
+    // length rounded up to 8) as unread already.
+    const RECORD: u64 = (size_of::<Event>() as u64).div_ceil(8) * 8 + 8;
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let flags = if unread >= EVENTS_WAKEUP_BYTES {
+    let flags = if unread >= EVENTS_WAKEUP_BYTES && unread < EVENTS_WAKEUP_BYTES + RECORD {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -1,5 +1,6 @@
 //! Live cost on real VXLAN traffic between two namespaces (iperf3 TCP sent
-//! from host A, and UDP with 64-byte payloads arriving at A), side by side
+//! from host A, UDP with 64-byte payloads arriving at A, and HTTP requests
+//! from A on a connection each), side by side
 //! in the same run: nothing attached, netobs in TC mode, netobs in XDP
 //! mode, the benchmark baselines (`netobs-ebpf/src/bench.rs`: the
 //! do-nothing program, one that only reads the packet's first two cache
@@ -19,6 +20,8 @@
 use std::{
     collections::BTreeMap,
     fs::File,
+    io::{Read, Write},
+    net::TcpStream,
     os::fd::AsRawFd,
     process::{Command, Stdio},
     sync::mpsc,
@@ -51,6 +54,79 @@ const OBSERVERS: [&str; 11] = [
     "tcpdump -w /dev/null",
     "ngrep HTTP",
 ];
+
+/// What the two hosts carry during a sample.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Workload {
+    /// iperf3 TCP from A.
+    Tcp,
+    /// iperf3 UDP with 64-byte payloads, arriving at A.
+    Udp,
+    /// HTTP requests from A, one connection each (the lab's server closes
+    /// it), from four threads: every request is an HTTP event and every
+    /// connection a new flow.
+    Http,
+}
+
+impl Workload {
+    const ALL: [Workload; 3] = [Workload::Tcp, Workload::Udp, Workload::Http];
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Tcp => "TCP",
+            Workload::Udp => "UDP 64 B",
+            Workload::Http => "HTTP",
+        }
+    }
+
+    /// HTTP runs only against netobs and the empty program: it is there for
+    /// the cost of events, which the other observers do not have.
+    fn wants(self, observer: &str) -> bool {
+        self != Workload::Http
+            || ["none", "netobs tc", "netobs xdp", "empty xdp"].contains(&observer)
+    }
+}
+
+/// Port of the lab's HTTP server on host B.
+const HTTP_PORT: u16 = 8080;
+
+/// Requests answered from host A in `SECONDS`, four connections at a time.
+fn http_load(ns: &Netns) -> u64 {
+    let to: std::net::SocketAddr = format!("{}:{HTTP_PORT}", lab::OVERLAY_B)
+        .parse()
+        .expect("address");
+    let end = std::time::Instant::now() + Duration::from_secs(SECONDS);
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(move || {
+                    ns.run_in(move || {
+                        let mut answered = 0u64;
+                        while std::time::Instant::now() < end {
+                            let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                            else {
+                                continue;
+                            };
+                            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                            let req =
+                                b"GET /api/orders HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n";
+                            let mut out = Vec::new();
+                            if c.write_all(req).is_ok()
+                                && c.read_to_end(&mut out).is_ok()
+                                && out.starts_with(b"HTTP/1.1 200")
+                            {
+                                answered += 1;
+                            }
+                        }
+                        answered
+                    })
+                    .unwrap_or(0)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or(0)).sum()
+    })
+}
 
 fn ticks(pid: u32) -> u64 {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -172,6 +248,8 @@ impl Drop for Baseline {
 
 struct Sample {
     mbps: f64,
+    /// HTTP: requests answered per second.
+    requests_per_sec: Option<f64>,
     pps: f64,
     cpu_ns_per_pkt: Option<f64>,
     /// The observer's CPU time over the sample, in % of one core.
@@ -187,7 +265,7 @@ struct Sample {
     missed: Option<i64>,
 }
 
-fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
+fn observe(lab: &TwoHostLab, observer: &str, workload: Workload) -> Sample {
     let (ns, dev) = lab.host_a();
     let netobs_mode = match observer {
         "netobs tc" => Some("tc"),
@@ -267,28 +345,34 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
     let (nt0, nc0) = bpf_stats(mine);
     let (et0, ec0) = bpf_stats(empty);
     let link0 = link::stats(ns, dev).expect("link stats");
-    let mut args = vec![
-        "-c".to_owned(),
-        lab::OVERLAY_B.to_owned(),
-        "-t".to_owned(),
-        SECONDS.to_string(),
-        "-J".to_owned(),
-    ];
-    if udp {
-        // Reversed: the datagrams arrive at host A, where both hooks are.
-        // Sent from A, only iperf3's control connection came back through
-        // XDP, a few packets a second on cold caches, and its figure was
-        // theirs, not the stream's.
-        args.extend(["-u", "-l", "64", "-b", "60M", "-R"].map(String::from));
-    }
-    let out = ns.command("iperf3").args(&args).output().expect("iperf3");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let bps = if udp {
-        v["end"]["sum"]["bits_per_second"].as_f64()
+    let mut requests = None;
+    let bps = if workload == Workload::Http {
+        requests = Some(http_load(ns));
+        None
     } else {
-        v["end"]["sum_received"]["bits_per_second"].as_f64()
-    }
-    .unwrap_or(0.0);
+        let udp = workload == Workload::Udp;
+        let mut args = vec![
+            "-c".to_owned(),
+            lab::OVERLAY_B.to_owned(),
+            "-t".to_owned(),
+            SECONDS.to_string(),
+            "-J".to_owned(),
+        ];
+        if udp {
+            // Reversed: the datagrams arrive at host A, where both hooks
+            // are. Sent from A, only iperf3's control connection came back
+            // through XDP, a few packets a second on cold caches, and its
+            // figure was theirs, not the stream's.
+            args.extend(["-u", "-l", "64", "-b", "60M", "-R"].map(String::from));
+        }
+        let out = ns.command("iperf3").args(&args).output().expect("iperf3");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if udp {
+            v["end"]["sum"]["bits_per_second"].as_f64()
+        } else {
+            v["end"]["sum_received"]["bits_per_second"].as_f64()
+        }
+    };
     let link1 = link::stats(ns, dev).expect("link stats");
     let (nt1, nc1) = bpf_stats(mine);
     let (et1, ec1) = bpf_stats(empty);
@@ -296,6 +380,11 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
     let machine1 = machine_ticks();
     let wall = wall.elapsed().as_secs_f64();
     let packets = (link1.rx_packets + link1.tx_packets) - (link0.rx_packets + link0.tx_packets);
+    // HTTP has no iperf3 to say: the link's bytes, both ways.
+    let bps = bps.unwrap_or(
+        ((link1.rx_bytes + link1.tx_bytes) - (link0.rx_bytes + link0.tx_bytes)) as f64 * 8.0
+            / SECONDS as f64,
+    );
     let program_ns = (nc1 > nc0).then(|| (nt1 - nt0) as f64 / (nc1 - nc0) as f64);
     let empty_ns = (ec1 > ec0).then(|| (et1 - et0) as f64 / (ec1 - ec0) as f64);
     let program_runs = (nc1 > nc0).then(|| (nc1 - nc0) as f64 / wall);
@@ -329,6 +418,7 @@ fn observe(lab: &TwoHostLab, observer: &str, udp: bool) -> Sample {
     let cpu = pid.map(|_| (cpu1 - cpu0) as f64 * tick_ns() / packets.max(1) as f64);
     Sample {
         mbps: bps / 1e6,
+        requests_per_sec: requests.map(|n| n as f64 / SECONDS as f64),
         pps: packets as f64 / SECONDS as f64,
         cpu_ns_per_pkt: cpu,
         cpu_pct: pid.map(|_| (cpu1 - cpu0) as f64 * tick_ns() / 1e9 / wall * 100.0),
@@ -379,6 +469,13 @@ fn main() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _server = Process::spawn(server).expect("iperf3 server");
+    let _http = netobs_tests::traffic::HttpServer::start(
+        &lab.b,
+        format!("{}:{HTTP_PORT}", lab::OVERLAY_B)
+            .parse()
+            .expect("address"),
+    )
+    .expect("HTTP server");
     std::thread::sleep(Duration::from_millis(500));
     // NETOBS_BENCH_OBSERVERS="none,netobs tc": only these (while working
     // on one of them).
@@ -392,29 +489,26 @@ fn main() {
                 .is_none_or(|w| w.split(',').any(|x| x == *o))
         })
         .collect();
-    let mut samples: BTreeMap<(bool, &str), Vec<Sample>> = BTreeMap::new();
+    let mut samples: BTreeMap<(Workload, &str), Vec<Sample>> = BTreeMap::new();
     for run in 0..RUNS {
-        for udp in [false, true] {
+        for w in Workload::ALL {
             // Alternate the order run by run so drift does not favour one.
-            let mut order: Vec<&str> = observers.clone();
+            let mut order: Vec<&str> = observers.iter().copied().filter(|o| w.wants(o)).collect();
             if run % 2 == 1 {
                 order.reverse();
             }
             for o in order {
-                samples
-                    .entry((udp, o))
-                    .or_default()
-                    .push(observe(&lab, o, udp));
+                samples.entry((w, o)).or_default().push(observe(&lab, o, w));
             }
         }
     }
     let mut rows = Vec::new();
     let idle = agent_idle(&lab);
-    println!("| workload | observer | Mbit/s | packets/s | machine CPU ns/pkt | observer CPU ns/pkt | observer CPU % of a core | program ns/pkt (bpf_stats) | empty program ns/pkt | program runs/s | missed |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for udp in [false, true] {
+    println!("| workload | observer | Mbit/s | packets/s | HTTP requests/s | machine CPU ns/pkt | observer CPU ns/pkt | observer CPU % of a core | program ns/pkt (bpf_stats) | empty program ns/pkt | program runs/s | missed |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for workload in Workload::ALL {
         for o in OBSERVERS {
-            let Some(v) = samples.get(&(udp, o)) else {
+            let Some(v) = samples.get(&(workload, o)) else {
                 continue;
             };
             let mbps = median(v.iter().map(|s| s.mbps).collect());
@@ -427,16 +521,18 @@ fn main() {
             let prog = some(&|s| s.program_ns);
             let empty = some(&|s| s.empty_ns);
             let runs = some(&|s| s.program_runs);
+            let requests = some(&|s| s.requests_per_sec);
             let missed: Vec<i64> = v.iter().filter_map(|s| s.missed).collect();
             let cpu = (!cpu.is_empty()).then(|| median(cpu));
             let pct: Vec<f64> = v.iter().filter_map(|s| s.cpu_pct).collect();
             let pct = (!pct.is_empty()).then(|| median(pct));
             let machine = median(v.iter().map(|s| s.machine_ns_per_pkt).collect());
             let missed_max = missed.iter().copied().max();
-            let w = if udp { "UDP 64 B" } else { "TCP" };
+            let w = workload.name();
             let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0}"));
             println!(
-                "| {w} | {o} | {mbps:.0} | {pps:.0} | {machine:.0} | {} | {} | {} | {} | {} | {} |",
+                "| {w} | {o} | {mbps:.0} | {pps:.0} | {} | {machine:.0} | {} | {} | {} | {} | {} | {} |",
+                f(requests),
                 f(cpu),
                 pct.map_or("-".into(), |v| format!("{v:.1}")),
                 f(prog),
@@ -444,7 +540,7 @@ fn main() {
                 f(runs),
                 missed_max.map_or("-".into(), |m| m.to_string())
             );
-            rows.push(json!({"workload": w, "observer": o, "mbps": mbps, "pps": pps, "observer_cpu_ns_per_packet": cpu, "observer_cpu_pct": pct, "machine_cpu_ns_per_packet": machine, "program_ns_per_packet": prog, "empty_ns_per_packet": empty, "program_runs_per_sec": runs, "missed_max": missed_max}));
+            rows.push(json!({"workload": w, "observer": o, "mbps": mbps, "pps": pps, "http_requests_per_sec": requests, "observer_cpu_ns_per_packet": cpu, "observer_cpu_pct": pct, "machine_cpu_ns_per_packet": machine, "program_ns_per_packet": prog, "empty_ns_per_packet": empty, "program_runs_per_sec": runs, "missed_max": missed_max}));
         }
     }
     let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());

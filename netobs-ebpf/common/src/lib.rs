@@ -572,11 +572,11 @@ pub struct FlowStats {
 
 /// The event ring buffer's size.
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
-/// Unread bytes in the ring from which an event wakes the agent. Below it
-/// events are submitted without a wakeup and the agent finds them when it
-/// drains the ring on its timer (`agent::EVENTS_DRAIN_INTERVAL`): a wakeup
-/// is an interrupt the submitting CPU raises on itself (irq_work), which
-/// cost more than everything else in the program together (see `record`).
+/// Unread bytes in the ring whose crossing wakes the agent. Other events
+/// are submitted without a wakeup and the agent finds them when it drains
+/// the ring on its timer (`agent::EVENTS_DRAIN_INTERVAL`): a wakeup is an
+/// interrupt the submitting CPU raises on itself (irq_work), which cost
+/// more than everything else in the program together (see `record.rs`).
 pub const EVENTS_WAKEUP_BYTES: u64 = EVENTS_RING_BYTES as u64 / 4;
 
 pub const EVENT_NEW_FLOW: u8 = 1;
