@@ -574,7 +574,7 @@ fn submit(entry: aya_ebpf::maps::ring_buf::RingBufEntry<Event>) {
     // length rounded up to 8) as unread already.
     const RECORD: u64 = (size_of::<Event>() as u64).div_ceil(8) * 8 + 8;
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let flags = if unread >= EVENTS_WAKEUP_BYTES && unread < EVENTS_WAKEUP_BYTES + RECORD {
+    let flags = if (EVENTS_WAKEUP_BYTES..EVENTS_WAKEUP_BYTES + RECORD).contains(&unread) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
