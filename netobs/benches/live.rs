@@ -20,8 +20,6 @@
 use std::{
     collections::BTreeMap,
     fs::File,
-    io::{Read, Write},
-    net::TcpStream,
     os::fd::AsRawFd,
     process::{Command, Stdio},
     sync::mpsc,
@@ -36,6 +34,7 @@ use netobs_tests::{
     lab::{self, LabConfig, Process, TwoHostLab},
     link,
     netns::Netns,
+    traffic,
 };
 use serde_json::{json, Value};
 
@@ -103,17 +102,8 @@ fn http_load(ns: &Netns) -> u64 {
                     ns.run_in(move || {
                         let mut answered = 0u64;
                         while std::time::Instant::now() < end {
-                            let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_secs(2))
-                            else {
-                                continue;
-                            };
-                            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                            let req =
-                                b"GET /api/orders HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n";
-                            let mut out = Vec::new();
-                            if c.write_all(req).is_ok()
-                                && c.read_to_end(&mut out).is_ok()
-                                && out.starts_with(b"HTTP/1.1 200")
+                            if traffic::http_request_here(to, "GET", "/api/orders")
+                                .is_ok_and(|status| status == 200)
                             {
                                 answered += 1;
                             }
@@ -469,7 +459,7 @@ fn main() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _server = Process::spawn(server).expect("iperf3 server");
-    let _http = netobs_tests::traffic::HttpServer::start(
+    let _http = traffic::HttpServer::start(
         &lab.b,
         format!("{}:{HTTP_PORT}", lab::OVERLAY_B)
             .parse()

@@ -90,22 +90,29 @@ impl Drop for HttpServer {
 /// Sends `request` on a fresh connection from inside `ns` and reads the
 /// whole answer (the server closes).
 fn exchange(ns: &Netns, to: SocketAddr, request: String) -> Result<String> {
-    let resp = ns.run_in(move || -> Result<Vec<u8>> {
-        let mut s =
-            TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connecting")?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(request.as_bytes())?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out)?;
-        Ok(out)
-    })??;
-    Ok(String::from_utf8_lossy(&resp).into_owned())
+    ns.run_in(move || exchange_here(to, request))?
+}
+
+/// `exchange` from the calling thread's namespace.
+fn exchange_here(to: SocketAddr, request: String) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connecting")?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// One request on a fresh connection from inside `ns`; returns the status.
 pub fn http_request(ns: &Netns, to: SocketAddr, method: &str, path: &str) -> Result<u16> {
-    let text = exchange(
-        ns,
+    let (method, path) = (method.to_owned(), path.to_owned());
+    ns.run_in(move || http_request_here(to, &method, &path))?
+}
+
+/// `http_request` from the calling thread's namespace (for a caller that
+/// makes many, in a thread it moved there once).
+pub fn http_request_here(to: SocketAddr, method: &str, path: &str) -> Result<u16> {
+    let text = exchange_here(
         to,
         format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n"),
     )?;

@@ -281,7 +281,7 @@ impl Datapath {
             return Ok(att);
         }
         for d in Direction::ALL {
-            if baseline.program() != names::BENCH_TC_EMPTY {
+            if baseline != BaselineProgram::Tc {
                 self.attach_tc_named(&mut att, d, baseline.program())?;
             }
             self.attach_tc_named(&mut att, d, names::BENCH_TC_EMPTY)?;
