@@ -197,24 +197,25 @@ impl Poller {
         let mut peers: HashMap<IpAddr, PeerGrowth> = HashMap::new();
         let mut misdirected: HashMap<(u32, IpAddr, IpAddr), Misdirected> = HashMap::new();
         let mut settled = crate::loss::Collector::default();
-        let read = dp.for_each_flow(|k: &FlowKey, v| {
-            settled.offer(k, v, now_ns);
-            let g = agg.growth(k, v, now_ns);
-            if k.class == Class::Vxlan as u8 && !g.is_zero() {
-                peer_growth(k, &g, &labeler, &mut peers, &mut misdirected);
-            }
-            builder.add(k, v, g.bytes);
-            let i = groups.slot(GroupKey {
-                labels: labeler.label_key(k),
-                class: k.class,
-                direction: k.direction,
-                ifindex: k.ifindex,
-            });
-            let group = &mut groups.list[i];
-            group.packets += v.packets;
-            if !g.is_zero() {
-                group.growth += &g;
-            }
+        let read = dp.for_each_flow_batch(|keys, values| {
+            agg.growth_batch(keys, values, now_ns, |k, v, g| {
+                settled.offer(k, v, now_ns);
+                if k.class == Class::Vxlan as u8 && !g.is_zero() {
+                    peer_growth(k, &g, &labeler, &mut peers, &mut misdirected);
+                }
+                builder.add(k, v, g.bytes);
+                let i = groups.slot(GroupKey {
+                    labels: labeler.label_key(k),
+                    class: k.class,
+                    direction: k.direction,
+                    ifindex: k.ifindex,
+                });
+                let group = &mut groups.list[i];
+                group.packets += v.packets;
+                if !g.is_zero() {
+                    group.growth += &g;
+                }
+            })
         })?;
         agg.end_read();
         // Read after the table, so that every flow created before the walk

@@ -92,7 +92,24 @@ impl Datapath {
     }
 
     /// Visits every flow once, with its exact counts: the shared table's
-    /// value plus what each CPU's cache slot for the flow holds.
+    /// value plus what each CPU's cache slot for the flow holds. A flow at
+    /// a time over `for_each_flow_batch`.
+    pub fn for_each_flow(
+        &self,
+        mut visit: impl FnMut(&FlowKey, &FlowStats),
+    ) -> Result<FlowRead, DatapathError> {
+        self.for_each_flow_batch(|keys, values| {
+            for (k, v) in keys.iter().zip(values) {
+                visit(k, v);
+            }
+        })
+    }
+
+    /// Visits every flow once, with its exact counts, a batch at a time
+    /// (`keys[i]` has `values[i]`): the shared table's value plus what each
+    /// CPU's cache slot for the flow holds, times in nanoseconds. Batches
+    /// let the visitor look its own state up for many flows at once, whose
+    /// cache misses then overlap (`flows::aggregate`).
     ///
     /// Exact because nothing moves between cache and table while we read:
     /// the reading flag makes a CPU that would flush a slot count its packet
@@ -102,9 +119,9 @@ impl Datapath {
     /// flushed in between; the other way round would count it twice.)
     /// Table entries are streamed in batches, so memory stays at one batch
     /// plus the cache's slots.
-    pub fn for_each_flow(
+    pub fn for_each_flow_batch(
         &self,
-        mut visit: impl FnMut(&FlowKey, &FlowStats),
+        mut visit: impl FnMut(&[FlowKey], &[FlowStats]),
     ) -> Result<FlowRead, DatapathError> {
         let reading = Reading::start(self)?;
         let flushes = self.per_cpu_stat(Stat::CacheFlushes)?;
@@ -113,14 +130,11 @@ impl Datapath {
         let mut table_entries = 0;
         let clock = self.tick_clock();
         // Ticks to nanoseconds, live; replay's times are the capture's.
-        let mut visit = |k: &FlowKey, v: &FlowStats| match clock {
-            Some(c) => {
-                let mut t = *v;
-                t.first_seen_ns = c.ns(v.first_seen_ns);
-                t.last_seen_ns = c.ns(v.last_seen_ns);
-                visit(k, &t)
+        let in_ns = |v: &mut FlowStats| {
+            if let Some(c) = clock {
+                v.first_seen_ns = c.ns(v.first_seen_ns);
+                v.last_seen_ns = c.ns(v.last_seen_ns);
             }
-            None => visit(k, v),
         };
         // Most table entries have no live slot: a bit per cache hash rules
         // them out before the map is asked, sparing them a SipHash of their
@@ -130,36 +144,34 @@ impl Datapath {
             let b = k.cache_hash() as usize % CACHE_FILTER_BITS;
             in_cache[b / 64] |= 1 << (b % 64);
         }
-        let mut with_cache = |k: &FlowKey, v: &FlowStats| {
-            table_entries += 1;
-            let b = k.cache_hash() as usize % CACHE_FILTER_BITS;
-            if in_cache[b / 64] & (1 << (b % 64)) == 0 {
-                return visit(k, v);
-            }
-            match cached.remove(k) {
-                Some((c, _)) => {
-                    let mut m = *v;
-                    merge(&mut m, &c);
-                    visit(k, &m);
+        let mut merged: Vec<FlowStats> = Vec::new();
+        let mut with_cache = |keys: &[FlowKey], values: &[FlowStats]| {
+            table_entries += keys.len();
+            merged.clear();
+            merged.extend(keys.iter().zip(values).map(|(k, v)| {
+                let mut m = *v;
+                let b = k.cache_hash() as usize % CACHE_FILTER_BITS;
+                if in_cache[b / 64] & (1 << (b % 64)) != 0 {
+                    if let Some((c, _)) = cached.remove(k) {
+                        merge(&mut m, &c);
+                    }
                 }
-                None => visit(k, v),
-            }
+                in_ns(&mut m);
+                m
+            }));
+            visit(keys, &merged);
         };
-        let batched = self.flows_batched(|keys, values| {
-            for (k, v) in keys.iter().zip(values) {
-                with_cache(k, v);
-            }
-        })?;
+        let batched = self.flows_batched(&mut with_cache)?;
         if !batched {
-            for (k, v) in self.flows_one_by_one()? {
-                with_cache(&k, &v);
-            }
+            let (keys, values): (Vec<_>, Vec<_>) = self.flows_one_by_one()?.into_iter().unzip();
+            with_cache(&keys, &values);
         }
         // Flows whose table entry was evicted while their slot lives on.
         let cache_only = cached.len();
-        for (k, (c, _)) in &cached {
-            visit(k, c);
-        }
+        let (keys, mut values): (Vec<_>, Vec<_>) =
+            cached.into_iter().map(|(k, (c, _))| (k, c)).unzip();
+        values.iter_mut().for_each(&in_ns);
+        visit(&keys, &values);
         let after = self.per_cpu_stat(Stat::CacheFlushes)?;
         let moved = after != flushes;
         let exact = reading.waited && !moved;
