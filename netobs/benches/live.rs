@@ -479,9 +479,19 @@ fn main() {
                 .is_none_or(|w| w.split(',').any(|x| x == *o))
         })
         .collect();
+    // NETOBS_BENCH_WORKLOADS="HTTP": only these workloads, by name.
+    let wanted_workloads = std::env::var("NETOBS_BENCH_WORKLOADS").ok();
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| {
+            wanted_workloads
+                .as_ref()
+                .is_none_or(|x| x.split(',').any(|x| x == w.name()))
+        })
+        .collect();
     let mut samples: BTreeMap<(Workload, &str), Vec<Sample>> = BTreeMap::new();
     for run in 0..RUNS {
-        for w in Workload::ALL {
+        for &w in &workloads {
             // Alternate the order run by run so drift does not favour one.
             let mut order: Vec<&str> = observers.iter().copied().filter(|o| w.wants(o)).collect();
             if run % 2 == 1 {
