@@ -117,8 +117,8 @@ impl Datapath {
     /// collision begun before the flag was seen has ended. (Reading the
     /// table first and the cache second without the flag would miss a slot
     /// flushed in between; the other way round would count it twice.)
-    /// Table entries are streamed in batches, so memory stays at one batch
-    /// plus the cache's slots.
+    /// Table entries are streamed in batches, so memory stays at a few
+    /// batches plus the cache's slots.
     pub fn for_each_flow_batch(
         &self,
         mut visit: impl FnMut(&[FlowKey], &[FlowStats]),

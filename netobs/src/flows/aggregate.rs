@@ -220,6 +220,9 @@ fn key_hash(hash: &RandomState, k: &FlowKey) -> u64 {
 /// scale`).
 const LOOKAHEAD: usize = 128;
 
+/// Room for new flows that `end_read` keeps between reads.
+const NEW_FLOWS_KEPT: usize = 4096;
+
 pub struct Aggregator {
     /// Randomly keyed, so nobody shaping traffic can make two flows share a
     /// slot; by chance two of a million flows do once in ~10^7 reads, which
@@ -327,6 +330,8 @@ impl Aggregator {
         self.flows.retain(|_, s| s.pass == pass);
         self.flows.reserve(self.new_flows.len());
         self.flows.extend(self.new_flows.drain(..));
+        // A first read of a million flows leaves room for a million here.
+        self.new_flows.shrink_to(NEW_FLOWS_KEPT);
         // Give memory back after a flood, not after every small dip.
         if self.flows.capacity() > 4 * self.flows.len().max(1024) {
             self.flows.shrink_to_fit();
