@@ -6,12 +6,18 @@
 //! targets name.
 //!
 //! Run by `cargo xtask bench`; writes `$NETOBS_BENCH_DIR/datapath.json`.
+//! Runs without the kernel's run-time statistics (`bpf_stats.rs`), unless
+//! `NETOBS_BENCH_TIMED=1` asks for them: then every run is timed by the
+//! kernel, as live, and nothing of a program overlaps with the test loop.
 use std::time::Duration;
 
 use netobs::datapath::{attach::BaselineProgram, testrun::RunPacket, Datapath, Options};
 use netobs_common::Direction;
 use netobs_tests::packets::{self, Net};
 use serde_json::json;
+
+#[path = "support/bpf_stats.rs"]
+mod bpf_stats;
 
 const REPEAT: u32 = 1_000_000;
 /// Runs per cell (`NETOBS_BENCH_RUNS` overrides).
@@ -161,6 +167,13 @@ fn main() {
     if !netobs_tests::privilege::require_root("bench datapath") {
         return;
     }
+    let timed = std::env::var("NETOBS_BENCH_TIMED").is_ok_and(|v| v == "1");
+    let (_on, _off) = if timed {
+        println!("Each run timed by the kernel (bpf_stats on, NETOBS_BENCH_TIMED=1).\n");
+        (Some(bpf_stats::On::new()), None)
+    } else {
+        (None, Some(bpf_stats::Off::new()))
+    };
     let mut dps = loads(None);
     // NETOBS_BENCH_AB=path/to/other.bpf.o: another build of the kernel
     // programs (same records), run alternated with this one and reported
@@ -248,7 +261,7 @@ fn main() {
     let baselines = baselines(&mut dps[Load::Plain as usize], only.as_deref(), runs);
     let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());
     let _ = std::fs::create_dir_all(&dir);
-    let out = json!({"repeat": REPEAT, "runs": runs, "statistic": "median", "rows": rows, "baselines": baselines});
+    let out = json!({"repeat": REPEAT, "runs": runs, "runs_timed": timed, "statistic": "median", "rows": rows, "baselines": baselines});
     std::fs::write(
         format!("{dir}/datapath.json"),
         serde_json::to_string_pretty(&out).unwrap_or_default(),

@@ -38,6 +38,9 @@ use netobs_tests::{
 };
 use serde_json::{json, Value};
 
+#[path = "support/bpf_stats.rs"]
+mod bpf_stats;
+
 const SECONDS: u64 = 4;
 const RUNS: usize = 3;
 const OBSERVERS: [&str; 11] = [
@@ -170,26 +173,6 @@ fn bpf_stats(prefix: &str) -> (u64, u64) {
         }
     }
     t
-}
-
-/// kernel.bpf_stats_enabled on for the benchmark, back off afterwards.
-struct StatsOn;
-
-impl StatsOn {
-    fn new() -> StatsOn {
-        let _ = Command::new("sysctl")
-            .args(["-qw", "kernel.bpf_stats_enabled=1"])
-            .status();
-        StatsOn
-    }
-}
-
-impl Drop for StatsOn {
-    fn drop(&mut self) {
-        let _ = Command::new("sysctl")
-            .args(["-qw", "kernel.bpf_stats_enabled=0"])
-            .status();
-    }
 }
 
 /// The do-nothing classifier on `dev` inside `ns`, held by a thread.
@@ -451,7 +434,7 @@ fn main() {
     if !netobs_tests::privilege::require_root("bench live") {
         return;
     }
-    let _stats = StatsOn::new();
+    let _stats = bpf_stats::On::new();
     let lab = TwoHostLab::new(LabConfig::default()).expect("lab");
     let mut server = lab.b.command("iperf3");
     server
