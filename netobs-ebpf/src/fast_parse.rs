@@ -18,7 +18,7 @@
 //! first `VXLAN_LEN` linear bytes) goes to the general parser, which
 //! decides. The fuzz test checks the two agree on mutated packets
 //! (`fast_and_general_parsers_agree`).
-use core::ptr::write_volatile;
+use core::ptr::{write_volatile, NonNull};
 
 use netobs_common::{
     Class, Direction, FlowKey, ENCAP_NONE, ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_NONE,
@@ -56,7 +56,7 @@ const INNER_IP: usize = INNER_ETH + 14;
 const INNER_L4: usize = INNER_IP + 20;
 
 /// `Some(class)` when the packet has the common layout (the key in
-/// `maps::scratch_key` and `meta` then filled as the general parser fills
+/// `maps::scratch_key`, `meta` and `meta.key` then filled as the general parser fills
 /// them); `None` leaves both untouched for the general parser.
 #[inline(always)]
 pub fn classify<P: Packet>(
@@ -191,6 +191,7 @@ fn vxlan(h: Hdr, len: usize, cfg: &Cfg, head: impl Fn() -> u64, meta: &mut Meta)
     // The scratch space first: the loads below then need not be kept
     // across the lookup.
     let key = scratch_key()?.as_mut_ptr();
+    meta.key = NonNull::new(key);
     write_key(
         key,
         FlowKey::ipv4_quads(
@@ -220,6 +221,7 @@ fn esp(h: Hdr, len: usize, head: impl Fn() -> u64, meta: &mut Meta) -> Option<Cl
         return None;
     }
     let key = scratch_key()?.as_mut_ptr();
+    meta.key = NonNull::new(key);
     write_key(
         key,
         FlowKey::ipv4_quads(

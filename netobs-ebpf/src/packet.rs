@@ -141,6 +141,10 @@ pub struct Tc {
     skb: *mut __sk_buff,
     data: usize,
     data_end: usize,
+    /// Read once: `ifindex` in the context is two loads (the device, its
+    /// index), and the counter slot, the key and the checksum tally each
+    /// want it.
+    ifindex: u32,
 }
 
 impl Tc {
@@ -168,6 +172,8 @@ impl Tc {
             skb,
             data,
             data_end,
+            // SAFETY: as above.
+            ifindex: unsafe { (*skb).ifindex },
         }
     }
 }
@@ -207,8 +213,7 @@ impl Packet for Tc {
 
     #[inline(always)]
     fn ifindex(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { (*self.skb).ifindex }
+        self.ifindex
     }
 
     #[inline(always)]

@@ -3,6 +3,8 @@
 //! `Err(class)` when the answer is already known (`Other` for traffic that is
 //! not overlay, `Malformed` for headers that are truncated or inconsistent).
 //! The common layout is taken first by `fast_parse`, at fixed offsets.
+use core::ptr::NonNull;
+
 use netobs_common::{
     Class, Direction, FlowKey, CONFIG_FLAG_NO_FAST_PATH, ENCAP_FRAGMENT, ENCAP_UDP,
     ESP_IN_UDP_PORT, FAMILY_IPV4, FAMILY_IPV6, GOSSIP_PORT, MAX_DATA_PATH_PORTS,
@@ -43,6 +45,10 @@ pub struct Meta {
     pub tcp_off: usize,
     pub tcp_flags: u8,
     pub esp_seq: u32,
+    /// This CPU's scratch key, as the parser looked it up to write it
+    /// (`Vxlan` and `Esp` only): the flow step uses it without a second
+    /// lookup, whose chain of loads was on the VXLAN packet's critical path.
+    pub key: Option<NonNull<FlowKey>>,
 }
 
 struct L3 {
@@ -68,7 +74,7 @@ fn need<P: Packet, const N: usize>(pkt: &P, off: usize, end: usize) -> Step<Hdr>
     pkt.at::<N>(off).ok_or(Class::Malformed)
 }
 
-/// Returns the class; for `Vxlan` and `Esp` the key in `maps::scratch_key`
+/// Returns the class; for `Vxlan` and `Esp` the key in `meta.key`
 /// is initialised with interface, direction, addresses, VNI or SPI and
 /// inner tuple (and left untouched otherwise). UDP gossip is counted on the
 /// way (see `gossip`); `direction` is a constant of each program, folded
@@ -84,9 +90,9 @@ pub fn classify<P: Packet>(pkt: &P, cfg: &Cfg, direction: Direction, meta: &mut 
         Ok(class) | Err(class) => class,
     };
     if class == Class::Vxlan || class == Class::Esp {
-        if let Some(key) = scratch_key() {
+        if let Some(mut key) = meta.key {
             // SAFETY: `outer` initialised the key for these two classes.
-            unsafe { key.assume_init_mut() }.set_head(pkt.ifindex(), direction as u8);
+            unsafe { key.as_mut() }.set_head(pkt.ifindex(), direction as u8);
         }
     }
     class
@@ -112,6 +118,7 @@ fn outer<P: Packet>(pkt: &P, cfg: &Cfg, direction: Direction, meta: &mut Meta) -
         mem::zero64(key.as_mut_ptr());
         key.assume_init_mut()
     };
+    meta.key = Some(NonNull::from(&mut *key));
     key.outer_family = if ip.v6 { FAMILY_IPV6 } else { FAMILY_IPV4 };
     addresses(&ip, &mut key.outer_src, &mut key.outer_dst);
     if ip.proto == IPPROTO_ESP {

@@ -18,8 +18,7 @@ use netobs_common::{
 use crate::{
     checksum, http,
     maps::{
-        scratch_key, Cfg, CACHE_CTL, COUNTERS, EVENTS, FLOWS, FLOW_CACHE, IFACE_SLOTS, RATE,
-        SCRATCH, STATS,
+        Cfg, CACHE_CTL, COUNTERS, EVENTS, FLOWS, FLOW_CACHE, IFACE_SLOTS, RATE, SCRATCH, STATS,
     },
     matcher, mem,
     packet::{coarse_now, Packet},
@@ -34,19 +33,22 @@ const TCP_SYN: u8 = 0x02;
 #[inline(always)]
 pub fn observe<P: Packet>(pkt: &P, direction: Direction) -> Class {
     let cfg = Cfg;
+    // The interface's counter slot before the parser: its loads (the
+    // device, its index, the slot) need nothing the parser finds, and run
+    // beside it instead of after it.
+    let slot = iface_slot(pkt.ifindex());
     let mut meta = Meta::default();
     let class = parse::classify(pkt, &cfg, direction, &mut meta);
     let packets = pkt.segments();
     let bytes = pkt.len() as u64;
-    let ifindex = pkt.ifindex();
-    count(ifindex, direction, class, packets, bytes);
+    count(slot, direction, class, packets, bytes);
     if class == Class::Vxlan || class == Class::Esp {
         // The key is built in per-CPU scratch, not on the 512-byte stack.
-        let Some(key) = scratch_key() else {
+        let Some(key) = meta.key else {
             return class;
         };
         // SAFETY: classify initialises the key for these two classes.
-        let key = unsafe { key.assume_init_ref() };
+        let key = unsafe { key.as_ref() };
         flow(pkt, &cfg, key, &meta, packets, bytes);
         // Last, once everything is counted: an inner SYN arriving has its
         // checksum judged in a program of its own (`maps::RARE_TC`).
@@ -67,20 +69,25 @@ pub fn checksum<P: Packet>(pkt: &P) {
     {
         return;
     }
-    let Some(key) = scratch_key() else {
+    let Some(key) = meta.key else {
         return;
     };
     // SAFETY: classify initialised the key for VXLAN.
-    let key = unsafe { key.assume_init_ref() };
+    let key = unsafe { key.as_ref() };
     checksum::check(pkt, key, &meta);
 }
 
+/// The interface's slot in the counters (0: not registered).
 #[inline(always)]
-fn count(ifindex: u32, direction: Direction, class: Class, packets: u64, bytes: u64) {
-    let slot = match IFACE_SLOTS.get(ifindex) {
+fn iface_slot(ifindex: u32) -> u32 {
+    match IFACE_SLOTS.get(ifindex) {
         Some(&s) if (s as usize) < MAX_IFACES => s,
         _ => 0,
-    };
+    }
+}
+
+#[inline(always)]
+fn count(slot: u32, direction: Direction, class: Class, packets: u64, bytes: u64) {
     if let Some(c) = COUNTERS.get_ptr_mut(counter_index(slot, direction, class)) {
         // SAFETY: per-CPU value, only this CPU writes it.
         unsafe {
