@@ -259,6 +259,13 @@ fn main() {
         }
     }
     let baselines = baselines(&mut dps[Load::Plain as usize], only.as_deref(), runs);
+    // The do-nothing programs' runs were counted: statistics were on
+    // (another process holds them), and every figure above is a timed run.
+    let timed =
+        timed || bpf_stats::counted("bench_tc_empty") || bpf_stats::counted("bench_xdp_empty");
+    if timed {
+        eprintln!("These runs were timed by the kernel (bpf_stats on): figures of another kind than untimed runs'.");
+    }
     let dir = std::env::var("NETOBS_BENCH_DIR").unwrap_or_else(|_| "target/bench".into());
     let _ = std::fs::create_dir_all(&dir);
     let out = json!({"repeat": REPEAT, "runs": runs, "runs_timed": timed, "statistic": "median", "rows": rows, "baselines": baselines});

@@ -48,3 +48,13 @@ impl Drop for Off {
         }
     }
 }
+
+/// Whether the kernel counted runs of a loaded program named `name`: it
+/// does only while statistics are on, whoever holds them on (the sysctl
+/// `Off` switches, or another process's `BPF_ENABLE_STATS`, which it
+/// cannot).
+pub fn counted(name: &str) -> bool {
+    aya::programs::loaded_programs()
+        .flatten()
+        .any(|p| p.name_as_str() == Some(name) && p.run_count() > 0)
+}
