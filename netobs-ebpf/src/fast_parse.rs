@@ -56,8 +56,8 @@ const INNER_IP: usize = INNER_ETH + 14;
 const INNER_L4: usize = INNER_IP + 20;
 
 /// `Some(class)` when the packet has the common layout (the key in
-/// `maps::scratch_key`, `meta` and `meta.key` then filled as the general parser fills
-/// them); `None` leaves both untouched for the general parser.
+/// `maps::scratch_key`, `meta` and `meta.key` then filled as the general
+/// parser fills them); `None` leaves them untouched for the general parser.
 #[inline(always)]
 pub fn classify<P: Packet>(
     pkt: &P,

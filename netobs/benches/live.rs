@@ -18,12 +18,7 @@
 //! packet (every CPU, compared with no observer) includes. Run by
 //! `cargo xtask bench`; writes `$NETOBS_BENCH_DIR/live.json`.
 use std::{
-    collections::BTreeMap,
-    fs::File,
-    os::fd::AsRawFd,
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
+    collections::BTreeMap, fs::File, os::fd::AsRawFd, process::Stdio, sync::mpsc, time::Duration,
 };
 
 use netobs::{
@@ -156,23 +151,10 @@ fn tick_ns() -> f64 {
     1e9 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// (run time ns, run count) summed over loaded programs whose name starts
-/// with `prefix` (the kernel keeps a program's first 15 characters).
-fn bpf_stats(prefix: &str) -> (u64, u64) {
-    let prefix = &prefix[..prefix.len().min(15)];
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output();
-    let Ok(out) = out else { return (0, 0) };
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let mut t = (0, 0);
-    for p in v.as_array().into_iter().flatten() {
-        if p["name"].as_str().is_some_and(|n| n.starts_with(prefix)) {
-            t.0 += p["run_time_ns"].as_u64().unwrap_or(0);
-            t.1 += p["run_cnt"].as_u64().unwrap_or(0);
-        }
-    }
-    t
+/// Whether `name` is wanted: `var` unset, or a comma-separated list that
+/// holds it.
+fn listed(var: &str, name: &str) -> bool {
+    std::env::var(var).map_or(true, |l| l.split(',').any(|x| x == name))
 }
 
 /// The do-nothing classifier on `dev` inside `ns`, held by a thread.
@@ -315,8 +297,8 @@ fn observe(lab: &TwoHostLab, observer: &str, workload: Workload) -> Sample {
     let cpu0 = pid.map(ticks).unwrap_or(0);
     let machine0 = machine_ticks();
     let wall = std::time::Instant::now();
-    let (nt0, nc0) = bpf_stats(mine);
-    let (et0, ec0) = bpf_stats(empty);
+    let (nt0, nc0) = bpf_stats::totals(mine);
+    let (et0, ec0) = bpf_stats::totals(empty);
     let link0 = link::stats(ns, dev).expect("link stats");
     let mut requests = None;
     let bps = if workload == Workload::Http {
@@ -347,8 +329,8 @@ fn observe(lab: &TwoHostLab, observer: &str, workload: Workload) -> Sample {
         }
     };
     let link1 = link::stats(ns, dev).expect("link stats");
-    let (nt1, nc1) = bpf_stats(mine);
-    let (et1, ec1) = bpf_stats(empty);
+    let (nt1, nc1) = bpf_stats::totals(mine);
+    let (et1, ec1) = bpf_stats::totals(empty);
     let cpu1 = pid.map(ticks).unwrap_or(0);
     let machine1 = machine_ticks();
     let wall = wall.elapsed().as_secs_f64();
@@ -452,25 +434,15 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     // NETOBS_BENCH_OBSERVERS="none,netobs tc": only these (while working
     // on one of them).
-    let wanted = std::env::var("NETOBS_BENCH_OBSERVERS").ok();
     let observers: Vec<&str> = OBSERVERS
         .iter()
         .copied()
-        .filter(|o| {
-            wanted
-                .as_ref()
-                .is_none_or(|w| w.split(',').any(|x| x == *o))
-        })
+        .filter(|o| listed("NETOBS_BENCH_OBSERVERS", o))
         .collect();
     // NETOBS_BENCH_WORKLOADS="HTTP": only these workloads, by name.
-    let wanted_workloads = std::env::var("NETOBS_BENCH_WORKLOADS").ok();
     let workloads: Vec<Workload> = Workload::ALL
         .into_iter()
-        .filter(|w| {
-            wanted_workloads
-                .as_ref()
-                .is_none_or(|x| x.split(',').any(|x| x == w.name()))
-        })
+        .filter(|w| listed("NETOBS_BENCH_WORKLOADS", w.name()))
         .collect();
     let mut samples: BTreeMap<(Workload, &str), Vec<Sample>> = BTreeMap::new();
     for run in 0..RUNS {

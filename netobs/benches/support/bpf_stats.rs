@@ -49,12 +49,17 @@ impl Drop for Off {
     }
 }
 
-/// Whether the kernel counted runs of a loaded program named `name`: it
-/// does only while statistics are on, whoever holds them on (the sysctl
-/// `Off` switches, or another process's `BPF_ENABLE_STATS`, which it
-/// cannot).
-pub fn counted(name: &str) -> bool {
+/// (run time ns, run count) the kernel keeps for loaded programs whose
+/// name starts with `prefix` (it keeps a name's first 15 characters),
+/// summed. Both stay 0 while statistics are off; on, whoever holds them on
+/// (`On`, the sysctl `Off` switches, or another process's
+/// `BPF_ENABLE_STATS`, which it cannot).
+pub fn totals(prefix: &str) -> (u64, u64) {
+    let prefix = &prefix[..prefix.len().min(15)];
     aya::programs::loaded_programs()
         .flatten()
-        .any(|p| p.name_as_str() == Some(name) && p.run_count() > 0)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with(prefix)))
+        .fold((0, 0), |(t, c), p| {
+            (t + p.run_time().as_nanos() as u64, c + p.run_count())
+        })
 }
