@@ -197,12 +197,7 @@ fn audit_cluster(args: &AuditArgs) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let view = cluster::ask::<AuditEndpoint>(&members);
-    if args.json {
-        println!("{}", serde_json::to_string(&view)?);
-    } else {
-        print!("{}", cluster::text(&view, text));
-    }
-    Ok(ExitCode::from(cluster::exit_code(&view, Report::exit_code)))
+    cluster::show(&view, args.json, text, Report::exit_code)
 }
 
 pub fn audit(args: AuditArgs) -> Result<ExitCode> {

@@ -159,6 +159,23 @@ pub fn text<T>(view: &ClusterView<T>, f: impl Fn(&T) -> String) -> String {
     out
 }
 
+/// Prints a view of one document per node (one JSON document, or each
+/// node's `text` under its name) and returns its exit status (`each`: a
+/// node's own).
+pub fn show<T: serde::Serialize>(
+    view: &ClusterView<T>,
+    json: bool,
+    text: impl Fn(&T) -> String,
+    each: impl Fn(&T) -> u8,
+) -> Result<std::process::ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(view)?);
+    } else {
+        print!("{}", self::text(view, text));
+    }
+    Ok(std::process::ExitCode::from(exit_code(view, each)))
+}
+
 /// The exit status of a view: partial, else the worst of the answers'.
 pub fn exit_code<T>(view: &ClusterView<T>, each: impl Fn(&T) -> u8) -> u8 {
     if view.unanswered() > 0 {

@@ -172,12 +172,7 @@ fn doctor_cluster(args: &DoctorArgs) -> Result<ExitCode> {
             *data = only(std::mem::take(data), args);
         }
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&view)?);
-    } else {
-        print!("{}", cluster::text(&view, text));
-    }
-    Ok(ExitCode::from(cluster::exit_code(&view, doctor::exit_code)))
+    cluster::show(&view, args.json, text, doctor::exit_code)
 }
 
 pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {

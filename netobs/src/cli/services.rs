@@ -139,12 +139,7 @@ fn services_cluster(args: &ServicesArgs) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let view = cluster::ask_each(&members, |a| read(a, args.name.as_deref()));
-    if args.json {
-        println!("{}", serde_json::to_string(&view)?);
-    } else {
-        print!("{}", cluster::text(&view, |list| text(list)));
-    }
-    Ok(ExitCode::from(cluster::exit_code(&view, |_| 0)))
+    cluster::show(&view, args.json, |list| text(list), |_| 0)
 }
 
 pub fn services(args: ServicesArgs) -> Result<ExitCode> {
